@@ -1,0 +1,64 @@
+"""Runs the toy training problem with ``diffjax.training.train`` in a fresh process.
+
+Used by the tests for what needs its own JAX process: a different device count
+(``XLA_FLAGS=--xla_force_host_platform_device_count=8``) and SIGTERM / restart. Writes
+``<workdir>/result.json`` with the outcome. Example:
+
+  python tests/_train_script.py --workdir /tmp/run --num_steps 20 --batch_size 64
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+import jax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+jax.config.update("jax_compilation_cache_dir", os.environ.get(
+    "DIFFJAX_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "diffjax_xla")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--num_steps", type=int, default=20)
+  parser.add_argument("--batch_size", type=int, default=64)
+  parser.add_argument("--ckpt_every", type=int, default=10)
+  parser.add_argument("--n_jitted_steps", type=int, default=1)
+  parser.add_argument("--sleep", type=float, default=0.0)
+  parser.add_argument("--check_batch", type=int, default=0,
+                      help="also try to shard a batch of this size and record the error")
+  args = parser.parse_args()
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("diffjax").setLevel(logging.INFO)
+
+  import _toy
+  from diffjax import training
+
+  config = _toy.make_config(num_steps=args.num_steps, ckpt_every=args.ckpt_every,
+                            n_jitted_steps=args.n_jitted_steps)
+  state, train_step, _ = _toy.setup(config)
+  dataset = _toy.ToyDataset(args.batch_size, sleep=args.sleep)
+  mesh = training.make_mesh()
+  result = {"device_count": jax.device_count()}
+  if args.check_batch:
+    try:
+      training.shard_batch({"x": _toy.ToyDataset(args.check_batch).__next__()["x"]}, mesh)
+      result["check_batch_error"] = None
+    except ValueError as e:
+      result["check_batch_error"] = str(e)
+  res = training.train(config=config, workdir=args.workdir, state=state, train_step=train_step,
+                       dataset=dataset, mesh=mesh)
+  x = jax.tree.leaves(res.state.params)[0]
+  result.update(step=res.step, interrupted=res.interrupted, resumed_from=res.resumed_from,
+                n_shards=len(x.sharding.device_set))
+  with open(os.path.join(args.workdir, "result.json"), "w") as f:
+    json.dump(result, f)
+
+
+if __name__ == "__main__":
+  main()
