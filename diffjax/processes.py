@@ -472,6 +472,12 @@ class EDM(Process):
   def t_from_log_snr(self, lam):
     return jnp.exp(-jnp.asarray(lam))
 
+  def edm_sigma(self, t):
+    return jnp.asarray(t, dtype=jnp.result_type(float))
+
+  def t_from_edm_sigma(self, edm_sigma):
+    return jnp.asarray(edm_sigma, dtype=jnp.result_type(float))
+
   @property
   def prior_std(self):
     return self.sigma_max

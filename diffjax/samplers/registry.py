@@ -1,0 +1,47 @@
+"""Samplers by name, so configs choose them with a string and keyword options."""
+import functools
+import inspect
+
+from diffjax.samplers import ode, sde
+
+_SAMPLERS = {
+    "euler": ode.euler,
+    "heun": ode.heun,
+    "euler_maruyama": sde.euler_maruyama,
+}
+
+
+def list_samplers():
+  return sorted(_SAMPLERS)
+
+
+def register(name, fn):
+  """Adds a sampler `fn(denoiser, x, ts, *, process, key=None, **options)` under `name`."""
+  _SAMPLERS[name] = fn
+  return fn
+
+
+def _options(fn):
+  params = inspect.signature(fn).parameters
+  return sorted(n for n, p in params.items() if p.kind == p.KEYWORD_ONLY and n not in ("process", "key"))
+
+
+def get_sampler(name, **options):
+  """Returns `sampler(denoiser, x, ts, *, process, key=None)` with `options` bound.
+
+  Raises:
+    ValueError: unknown name (lists the valid names) or unknown option (lists the valid options).
+  """
+  if name not in _SAMPLERS:
+    raise ValueError(f"unknown sampler {name!r}; valid samplers: {list_samplers()}")
+  fn = _SAMPLERS[name]
+  valid = _options(fn)
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}; valid options: {valid}")
+  return functools.partial(fn, **options)
+
+
+def sample(name, denoiser, x, ts, *, process, key=None, **options):
+  """Runs the sampler `name` (see `get_sampler`)."""
+  return get_sampler(name, **options)(denoiser, x, ts, process=process, key=key)
