@@ -68,6 +68,7 @@ class TrainState:
 
 
 NONFINITE_MODES = ("skip", "stop")
+_tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.tree_utils.tree_l2_norm
 
 
 def all_finite(tree) -> jax.Array:
@@ -135,7 +136,7 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
   def one_step(state: TrainState, batch, stopped):
     key = jax.random.fold_in(state.rng, state.step)
     (loss, aux), grads = grad_fn(state.params, batch, key)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = _tree_norm(grads)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     new_ema = jax.tree.map(
