@@ -58,10 +58,14 @@ class ToyDataset:
     seed: data seed.
     nan_at: index of a batch whose first entry is NaN (None for no NaN).
     sleep: seconds to sleep per batch (slows a run down so a test can signal it mid-way).
+    process_slice: ``(i, n)``: return only the i-th of n equal row blocks of each batch (the
+      per-host part of a global batch of ``batch_size``).
   """
 
-  def __init__(self, batch_size: int, seed: int = 0, nan_at=None, sleep: float = 0.0):
+  def __init__(self, batch_size: int, seed: int = 0, nan_at=None, sleep: float = 0.0,
+               process_slice=(0, 1)):
     self.batch_size, self.seed, self.nan_at, self.sleep = batch_size, seed, nan_at, sleep
+    self.process_slice = process_slice
     self.index = 0
 
   def __iter__(self):
@@ -77,7 +81,9 @@ class ToyDataset:
     if self.nan_at is not None and self.index in np.atleast_1d(self.nan_at):
       x[0, 0] = np.nan
     self.index += 1
-    return {"x": x}
+    i, n = self.process_slice
+    rows = self.batch_size // n
+    return {"x": x[i * rows:(i + 1) * rows]}
 
   def get_state(self):
     return {"index": self.index}

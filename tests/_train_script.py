@@ -1,7 +1,8 @@
 """Runs the toy training problem with ``diffjax.training.train`` in a fresh process.
 
 Used by the tests for what needs its own JAX process: a different device count
-(``XLA_FLAGS=--xla_force_host_platform_device_count=8``) and SIGTERM / restart. Writes
+(``XLA_FLAGS=--xla_force_host_platform_device_count=8``), several processes joined by
+``jax.distributed`` (``--coordinator``), and SIGTERM / restart. Writes
 ``<workdir>/result.json`` with the outcome. Example:
 
   python tests/_train_script.py --workdir /tmp/run --num_steps 20 --batch_size 64
@@ -32,7 +33,20 @@ def main():
   parser.add_argument("--sleep", type=float, default=0.0)
   parser.add_argument("--check_batch", type=int, default=0,
                       help="also try to shard a batch of this size and record the error")
+  parser.add_argument("--coordinator", default="",
+                      help="host:port; enables jax.distributed with --num_processes processes")
+  parser.add_argument("--num_processes", type=int, default=1)
+  parser.add_argument("--process_id", type=int, default=0)
   args = parser.parse_args()
+  if args.coordinator:
+    import ml_collections
+    from diffjax.training import distributed
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    cfg = ml_collections.ConfigDict({"distributed": distributed.default_distributed_config()})
+    cfg.distributed.update(enabled=True, coordinator_address=args.coordinator,
+                           num_processes=args.num_processes, process_id=args.process_id,
+                           initialization_timeout=60)
+    distributed.maybe_initialize(cfg)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("diffjax").setLevel(logging.INFO)
 
@@ -42,12 +56,14 @@ def main():
   config = _toy.make_config(num_steps=args.num_steps, ckpt_every=args.ckpt_every,
                             n_jitted_steps=args.n_jitted_steps)
   state, train_step, _ = _toy.setup(config)
-  dataset = _toy.ToyDataset(args.batch_size, sleep=args.sleep)
+  # Each process reads its slice of the global batch, so every process count sees the same data.
+  dataset = _toy.ToyDataset(args.batch_size, sleep=args.sleep,
+                            process_slice=(jax.process_index(), jax.process_count()))
   mesh = training.make_mesh()
   result = {"device_count": jax.device_count()}
   if args.check_batch:
     try:
-      training.shard_batch({"x": _toy.ToyDataset(args.check_batch).__next__()["x"]}, mesh)
+      training.shard_batch(next(_toy.ToyDataset(args.check_batch)), mesh)
       result["check_batch_error"] = None
     except ValueError as e:
       result["check_batch_error"] = str(e)
@@ -56,7 +72,8 @@ def main():
   x = jax.tree.leaves(res.state.params)[0]
   result.update(step=res.step, interrupted=res.interrupted, resumed_from=res.resumed_from,
                 n_shards=len(x.sharding.device_set))
-  with open(os.path.join(args.workdir, "result.json"), "w") as f:
+  name = "result.json" if jax.process_index() == 0 else f"result.{jax.process_index()}.json"
+  with open(os.path.join(args.workdir, name), "w") as f:
     json.dump(result, f)
 
 

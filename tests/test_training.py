@@ -345,6 +345,31 @@ def test_nan_batch_stops_the_run(tmp_path, caplog):
   assert all(bool(training.all_finite(s)) for s in states.values())
 
 
+class _InterruptingDataset(_toy.ToyDataset):
+  """Sends this process SIGINT (a Ctrl-C) while producing batch ``at``."""
+
+  def __init__(self, *args, at, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.at = at
+
+  def __next__(self):
+    if self.index == self.at:
+      os.kill(os.getpid(), signal.SIGINT)
+    return super().__next__()
+
+
+def test_ctrl_c_finishes_the_step_and_saves(tmp_path):
+  config = _toy.make_config(num_steps=20, log_every=1, ckpt_every=0)
+  state, train_step, _ = _toy.setup(config)
+  old = signal.getsignal(signal.SIGINT)
+  res = training.train(config=config, workdir=str(tmp_path), state=state,
+                       train_step=train_step, dataset=_InterruptingDataset(8, at=5))
+  assert signal.getsignal(signal.SIGINT) is old  # handlers are restored
+  assert res.interrupted == "SIGINT" and res.step == 6  # batch 5 was still trained on
+  with training.Checkpointer(str(tmp_path / "checkpoints")) as ckpt:
+    assert ckpt.all_steps() == [6] and ckpt.metadata(6)["dataset"] == {"index": 6}
+
+
 def _launch(workdir, *args):
   return subprocess.Popen([sys.executable, SCRIPT, "--workdir", str(workdir), *map(str, args)],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -191,7 +191,8 @@ def train(*, config, workdir: str, state, train_step: Callable, dataset,
     config: the run config; ``config.training`` is read (see the module docstring).
     workdir: run directory for metrics, TensorBoard files and checkpoints.
     state: the initial ``TrainState`` (used as is for a fresh run, and as the restore target
-      when ``workdir/checkpoints`` has a checkpoint).
+      when ``workdir/checkpoints`` has a checkpoint). Its buffers may be donated to the first
+      step: use ``TrainResult.state`` afterwards, not this object.
     train_step: the pure step from ``make_train_step`` (not jitted; the loop jits it with
       shardings over ``mesh``). Its ``n_steps``/``nonfinite`` must match the config.
     dataset: iterator with ``get_state``/``set_state`` (module docstring).
