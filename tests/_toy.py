@@ -109,10 +109,6 @@ def make_config(**training_overrides) -> ml_collections.ConfigDict:
 def setup(config, *, width: int = 32, seed: int = 0):
   """Builds ``(state, train_step, graphdef)`` for the toy problem from ``config``."""
   graphdef, params = make_model(width, seed)
-  optimizer = training.make_optimizer(config.optim)
+  optimizer, train_step = training.build_train_step(make_loss_fn(graphdef), config)
   state = training.TrainState.create(params, optimizer, jax.random.key(seed + 1))
-  train_step = training.make_train_step(
-      make_loss_fn(graphdef), optimizer, ema_decay=config.training.ema_decay,
-      nonfinite=config.training.nonfinite, n_steps=config.training.n_jitted_steps,
-      lr_schedule=training.make_lr_schedule(config.optim))
   return state, train_step, graphdef

@@ -189,6 +189,14 @@ def test_training_config_errors_name_the_field(field, value, match):
     training.validate_training_config(cfg)
 
 
+def test_unknown_training_fields_only_warn(caplog):
+  cfg = training.default_training_config()
+  cfg.batch_size = 128
+  with caplog.at_level(logging.WARNING, logger="diffjax"):
+    assert training.validate_training_config(cfg)["num_steps"] == 1000
+  assert "['batch_size'] are not used by the train loop" in caplog.text
+
+
 def test_distributed_config():
   config = ml_collections.ConfigDict({"distributed": training.default_distributed_config()})
   assert training.maybe_initialize(config) is False  # disabled: a no-op
@@ -280,6 +288,7 @@ def test_train_loop_logs_samples_evaluates_and_checkpoints(tmp_path):
   train_rows = [r for r in rows if "loss" in r]
   assert [r["step"] for r in train_rows] == [2, 4, 6]
   assert {"loss", "grad_norm", "finite", "lr", "x_mean", "steps_per_sec"} <= set(train_rows[0])
+  assert all(0 < r["steps_per_sec"] < 1e5 for r in train_rows)
   assert [r["eval/score"] for r in rows if "eval/score" in r] == [3.0, 6.0]
   tb = training.read_scalars(str(tmp_path / "tb"))
   assert [s for s, _ in tb["loss"]] == [2, 4, 6]

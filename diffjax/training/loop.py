@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 from diffjax.training.checkpoint import Checkpointer
 from diffjax.training.logging import MetricWriter
 from diffjax.training.sharding import make_mesh, make_sharded_step, replicate, shard_batch
-from diffjax.training.state import NONFINITE_MODES
+from diffjax.training.optim import make_lr_schedule, make_optimizer
+from diffjax.training.state import NONFINITE_MODES, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,17 @@ def _int(cfg, name, lo):
 def validate_training_config(training_config) -> dict:
   """Checks ``config.training`` (missing fields take their defaults); returns a plain dict.
 
+  Fields the loop does not know are allowed (logged as a warning), so a config may keep other
+  run settings in ``config.training``.
+
   Raises:
     ValueError: naming ``training.<field>`` and the allowed values.
   """
   defaults = default_training_config()
   unknown = sorted(set(training_config.keys()) - set(defaults.keys()))
-  if unknown:
-    raise ValueError(f"training has unknown field(s) {unknown}; allowed fields are "
-                     f"{sorted(defaults.keys())}")
+  if unknown:  # configs often keep other run settings here (e.g. batch_size): warn only
+    log.warning("config.training field(s) %s are not used by the train loop (its fields: %s)",
+                unknown, sorted(defaults.keys()))
   cfg = {k: training_config[k] if k in training_config else defaults[k] for k in defaults}
   c = dict(
       num_steps=_int(cfg, "num_steps", 0),
@@ -162,6 +166,24 @@ class _StopSignals:
       signal.signal(sig, old)
 
 
+def build_train_step(loss_fn: Callable, config):
+  """``make_optimizer(config.optim)`` and the matching ``make_train_step`` for ``train``.
+
+  Args:
+    loss_fn: pure ``loss_fn(params, batch, key) -> (loss, aux)``.
+    config: run config with ``optim`` and ``training`` sections.
+
+  Returns:
+    ``(optimizer, train_step)``; ``train_step`` reports the learning rate as ``metrics['lr']``.
+  """
+  c = validate_training_config(config.training)
+  optimizer = make_optimizer(config.optim)
+  train_step = make_train_step(loss_fn, optimizer, ema_decay=c["ema_decay"],
+                               nonfinite=c["nonfinite"], n_steps=c["n_jitted_steps"],
+                               lr_schedule=make_lr_schedule(config.optim))
+  return optimizer, train_step
+
+
 def _crossed(prev: int, step: int, every: int) -> bool:
   """Whether a multiple of ``every`` lies in ``(prev, step]``."""
   return every > 0 and step // every > prev // every
@@ -208,11 +230,12 @@ def train(*, config, workdir: str, state, train_step: Callable, dataset,
     NonFiniteLossError: with ``training.nonfinite='stop'`` after a non-finite step (logged
       first; no checkpoint is written for it).
     ValueError: invalid ``config.training`` fields, or a ``train_step`` built with different
-      ``n_steps``/``nonfinite`` than the config.
+      ``n_steps``/``nonfinite``/``ema_decay`` than the config.
   """
   c = validate_training_config(config.training)
   n = c["n_jitted_steps"]
-  for attr, field in (("n_steps", "n_jitted_steps"), ("nonfinite", "nonfinite")):
+  for attr, field in (("n_steps", "n_jitted_steps"), ("nonfinite", "nonfinite"),
+                      ("ema_decay", "ema_decay")):
     if hasattr(train_step, attr) and getattr(train_step, attr) != c[field]:
       raise ValueError(f"train_step was built with {attr}={getattr(train_step, attr)!r} but "
                        f"training.{field} is {c[field]!r}")
@@ -259,7 +282,10 @@ def train(*, config, workdir: str, state, train_step: Callable, dataset,
         batch = shard_batch(batch, mesh, batch_axis=1 if n > 1 else 0)
         state, metrics = jitted(state, batch)
         metrics = jax.device_get(metrics)
+        now = time.perf_counter()
         prev = step
+        rate = (prev + n - last_log_step) / max(now - last_log_time, 1e-9)
+        logged = False
         for i in range(n):
           m = {k: v[i] for k, v in metrics.items()} if n > 1 else metrics
           s = prev + i + 1
@@ -276,12 +302,11 @@ def train(*, config, workdir: str, state, train_step: Callable, dataset,
                   f"grad_norm={float(m['grad_norm'])}) with training.nonfinite='stop'; the "
                   f"newest checkpoint is step {ckpt.latest_step()} in {ckpt.directory}")
           elif s % c["log_every"] == 0:
-            now = time.perf_counter()
-            row = dict(m)
-            row["steps_per_sec"] = (s - last_log_step) / max(now - last_log_time, 1e-9)
-            last_log_time, last_log_step = now, s
-            writer.write(s, row)
+            writer.write(s, {**m, "steps_per_sec": rate})
+            logged = True
         step = prev + n
+        if logged:
+          last_log_time, last_log_step = now, step
         result.state, result.step = state, step
         pbar.update(n)
         pbar.set_postfix(loss=f"{float(np.asarray(m['loss'])):.4g}", refresh=False)

@@ -120,8 +120,8 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
 
   Returns:
     ``train_step(state, batch) -> (state, metrics)`` with metrics ``loss``, ``grad_norm``,
-    ``finite`` (bool) and the entries of ``aux``. The function has attributes ``n_steps`` and
-    ``nonfinite`` so the train loop can check them against its config.
+    ``finite`` (bool) and the entries of ``aux``. The function has attributes ``n_steps``,
+    ``nonfinite`` and ``ema_decay`` so the train loop can check them against its config.
   """
   if nonfinite not in NONFINITE_MODES:
     raise ValueError(f"training.nonfinite must be one of {list(NONFINITE_MODES)}, "
@@ -176,4 +176,5 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
 
   train_step.n_steps = n_steps
   train_step.nonfinite = nonfinite
+  train_step.ema_decay = decay
   return train_step
