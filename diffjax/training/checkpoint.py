@@ -6,6 +6,10 @@ Each checkpoint ``<directory>/<step>/`` holds two items:
   * ``data``: JSON ``{"step", "dataset": <dataset.get_state()>, "metadata": {...}}``.
 Writes are atomic (Orbax writes to a temporary directory and renames it when complete), the
 latest ``keep`` checkpoints are kept, and a state with non-finite values is never written.
+
+Multi-host: every process calls ``save``/``restore`` (arrays are global); the JSON item is
+written by process 0, so the dataset state must be host-independent (e.g. a global batch index
+from which each host derives its own slice).
 """
 import logging
 import time
