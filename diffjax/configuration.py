@@ -1,0 +1,123 @@
+"""Run configs: the shared defaults every `configs/<paper>/<setting>.py` starts from, and checks.
+
+A run config is an `ml_collections.ConfigDict` with these sections (VDM/score_sde style):
+
+  seed          base seed of the run (model init, training keys, sampling keys).
+  data          name, batch_size (global), options (forwarded to the dataset builder).
+  process       name (see `diffjax.processes.list_processes()`), options (its fields).
+  model         name (see `diffjax.models.list_models()`), options (constructor overrides),
+                parametrization: "edm" (EDM preconditioning, `precond`, `sigma_data`) or the
+                network's prediction ("eps", "x0", "v", "score", "flow"); time_input: what the
+                network receives as its noise label when not EDM-preconditioned ("t", "t1000"
+                = 999 t as DDPM, "c_noise" = log(sigma / alpha) / 4 as EDM).
+  loss          name ("edm", "score_matching", "eps", "v", "flow_matching"), options.
+  optim         see `diffjax.training.default_optim_config()`.
+  training      see `diffjax.training.default_training_config()`.
+  sampling      sampler (see `diffjax.samplers.list_samplers()`), options, grid, grid_options,
+                num_steps, t_start / t_end (None: the process's range), use_ema, batch_size.
+  eval          n_samples, and the metrics computed on them.
+  distributed   see `diffjax.training.default_distributed_config()`.
+
+`validate_config` checks every name and size before anything is built, and raises ValueError
+naming the field and the valid choices.
+"""
+import ml_collections
+
+PARAMETRIZATIONS = ("edm", "eps", "x0", "v", "score", "flow")
+TIME_INPUTS = ("t", "t1000", "c_noise")
+LOSS_NAMES = ("edm", "score_matching", "eps", "v", "flow_matching")
+
+
+def d(**kwargs):
+  """A ConfigDict from keyword arguments (VDM's helper)."""
+  return ml_collections.ConfigDict(initial_dictionary=kwargs)
+
+
+def get_default_config():
+  """Defaults shared by every run config; per-paper configs override fields."""
+  from diffjax import training
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data = d(name="ring8", batch_size=512, options=d())
+  config.process = d(name="edm", options=d())
+  config.model = d(
+      name="mlp",
+      options=d(),
+      parametrization="edm",  # edm / eps / x0 / v / score / flow
+      precond="edm",  # edm / vp / ve (with parametrization="edm")
+      sigma_data=0.5,
+      time_input="c_noise",  # t / t1000 / c_noise (without EDM preconditioning)
+  )
+  config.loss = d(name="edm", options=d())
+  config.optim = training.default_optim_config()
+  config.training = training.default_training_config()
+  config.sampling = d(
+      sampler="heun",
+      options=d(),
+      grid="karras",  # time_uniform / time_quadratic / log_snr / karras
+      grid_options=d(),
+      num_steps=18,
+      t_start=None,
+      t_end=None,
+      use_ema=True,
+      batch_size=10_000,
+  )
+  config.eval = d(n_samples=10_000, plot_samples=True)
+  config.distributed = training.default_distributed_config()
+  return config
+
+
+def _choice(field, value, valid):
+  if value not in valid:
+    raise ValueError(f"{field}={value!r} is not valid; valid choices: {sorted(valid)}")
+
+
+def _positive_int(field, value):
+  if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    raise ValueError(f"{field} must be a positive integer, got {value!r}")
+
+
+def validate_config(config):
+  """Checks names and sizes of a run config; raises ValueError naming the field.
+
+  Checked: data.name, data.batch_size (positive, divisible by the device count), process.name and
+  its options, model.name, model.parametrization, model.time_input, loss.name and its pairing with
+  the process/model, sampling.sampler and its options, sampling.grid, sampling.num_steps,
+  eval.n_samples, and the optim/training sections.
+  """
+  import jax
+  from diffjax import data, models, processes, samplers, timesteps, training
+
+  _choice("data.name", config.data.name, data.list_datasets())
+  _positive_int("data.batch_size", config.data.batch_size)
+  n_dev = jax.device_count()
+  if config.data.batch_size % n_dev:
+    raise ValueError(f"data.batch_size={config.data.batch_size} must be divisible by the number of "
+                     f"devices ({n_dev})")
+  _choice("process.name", config.process.name, processes.list_processes())
+  try:
+    processes.get_process(config.process.name, **config.process.options.to_dict())
+  except ValueError as e:
+    raise ValueError(f"process.options: {e}") from None
+  _choice("model.name", config.model.name, models.list_models())
+  _choice("model.parametrization", config.model.parametrization, PARAMETRIZATIONS)
+  if config.model.parametrization == "edm":
+    from diffjax import parametrization
+    _choice("model.precond", config.model.precond, parametrization.PRECONDITIONINGS)
+  else:
+    _choice("model.time_input", config.model.time_input, TIME_INPUTS)
+  _choice("loss.name", config.loss.name, LOSS_NAMES)
+  if config.loss.name == "edm" and config.process.name != "edm":
+    raise ValueError(f"loss.name='edm' samples EDM noise levels and needs process.name='edm', "
+                     f"got process.name={config.process.name!r}")
+  _choice("sampling.sampler", config.sampling.sampler, samplers.list_samplers())
+  try:
+    samplers.get_sampler(config.sampling.sampler, **config.sampling.options.to_dict())
+  except ValueError as e:
+    raise ValueError(f"sampling.options: {e}") from None
+  _choice("sampling.grid", config.sampling.grid, timesteps.GRIDS)
+  _positive_int("sampling.num_steps", config.sampling.num_steps)
+  _positive_int("sampling.batch_size", config.sampling.batch_size)
+  _positive_int("eval.n_samples", config.eval.n_samples)
+  training.validate_optim_config(config.optim)
+  training.validate_training_config(config.training)

@@ -1,0 +1,253 @@
+"""A diffusion run from a config: build the parts, train, sample, evaluate.
+
+This is the glue between the pure numerical core (processes, parametrization, losses, samplers)
+and the generic training loop. Every builder is a small function of the config, usable on its own:
+
+  build_process(config)                        -> Process
+  build_model(config, example_shape, rngs)     -> nnx.Module
+  make_denoiser(config, process, apply_fn)     -> denoiser(params, x, t, cond=None) -> x0_hat
+  make_loss_fn(config, process, apply_fn)      -> loss_fn(params, batch, key) -> (loss, aux)
+  make_sampler(config, process, apply_fn, ...) -> sample(params, key, n) -> samples
+
+and `train_and_evaluate`, `evaluate`, `sample` are what `diffjax.main` runs.
+"""
+import functools
+import json
+import logging
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from diffjax import data as data_lib
+from diffjax import losses, metrics, models, processes, samplers, timesteps, training
+from diffjax import parametrization as prm
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------------------------
+def build_process(config):
+  return processes.get_process(config.process.name, **config.process.options.to_dict())
+
+
+def build_model(config, example_shape, rngs):
+  """The network, with its input size taken from the data (`in_features` or `in_channels`)."""
+  options = config.model.options.to_dict()
+  if len(example_shape) == 1:
+    options.setdefault("in_features", example_shape[0])
+  else:
+    options.setdefault("in_channels", example_shape[-1])
+  return models.create(config.model.name, rngs=rngs, **options)
+
+
+def _time_input(config, process, t):
+  kind = config.model.time_input
+  if kind == "t":
+    return t
+  if kind == "t1000":
+    return 999.0 * t
+  return 0.25 * jnp.log(process.edm_sigma(t))
+
+
+def make_denoiser(config, process, apply_fn):
+  """`denoiser(params, x, t, cond=None)`: the x0 estimate of the network named by the config."""
+  if config.model.parametrization == "edm":
+    def denoiser(params, x, t, cond=None):
+      net = lambda x_in, c_noise: apply_fn(params, x_in, c_noise, cond)
+      return prm.edm_denoiser(net, process, config.model.precond, **_precond_options(config))(x, t)
+  else:
+    def denoiser(params, x, t, cond=None):
+      t = jnp.broadcast_to(t, (x.shape[0],))
+      out = apply_fn(params, x, _time_input(config, process, t), cond)
+      return prm.to_x0(out, x, t, process, config.model.parametrization)
+  return denoiser
+
+
+def _precond_options(config):
+  return {"sigma_data": config.model.sigma_data} if config.model.precond == "edm" else {}
+
+
+def _native_net(config, process, apply_fn, params, cond):
+  """The network as `net(x, t)` with the prediction it natively makes."""
+  if config.model.parametrization == "edm":
+    den = make_denoiser(config, process, apply_fn)
+    return (lambda x, t: den(params, x, t, cond)), "x0"
+  net = lambda x, t: apply_fn(params, x, _time_input(config, process, t), cond)
+  return net, config.model.parametrization
+
+
+def make_loss_fn(config, process, apply_fn):
+  """`loss_fn(params, batch, key) -> (loss, aux)` for the train step; batch = {"x", ["label"]}."""
+  name, options = config.loss.name, config.loss.options.to_dict()
+
+  def loss_fn(params, batch, key):
+    x0 = batch["x"]
+    cond = batch.get("label")
+    if name == "edm":
+      den = make_denoiser(config, process, apply_fn)
+      loss, _ = losses.edm_loss(lambda x, s: den(params, x, s, cond), x0, key,
+                                sigma_data=config.model.sigma_data, **options)
+      return loss, {}
+    net, native = _native_net(config, process, apply_fn, params, cond)
+    if name == "flow_matching":
+      flow_net = lambda x, t: prm.convert(net(x, t), x, t, process, source=native, target="flow")
+      loss, _ = losses.flow_matching_loss(flow_net, x0, key, process=process, **options)
+      return loss, {}
+    weighting = {"eps": "sigma2", "v": "v"}.get(name)
+    if weighting is not None:
+      options.setdefault("weighting", weighting)
+    loss, _ = losses.score_matching_loss(net, x0, key, process=process, prediction=native, **options)
+    return loss, {}
+
+  return loss_fn
+
+
+def make_time_grid(config, process):
+  s = config.sampling
+  return timesteps.get_timesteps(s.grid, s.num_steps, process, t_start=s.t_start, t_end=s.t_end,
+                                 **s.grid_options.to_dict())
+
+
+def make_sampler(config, process, apply_fn, example_shape):
+  """`sample(params, key, n, cond=None) -> (n, *example_shape)` with the configured sampler.
+
+  Each chunk of `sampling.batch_size` samples runs as one compiled sampling loop; a progress bar
+  shows the chunks.
+  """
+  den = make_denoiser(config, process, apply_fn)
+  sampler = samplers.get_sampler(config.sampling.sampler, **config.sampling.options.to_dict())
+  ts = make_time_grid(config, process)
+
+  @functools.partial(jax.jit, static_argnames="n")
+  def sample_chunk(params, key, n):
+    k_prior, k_sampler = jax.random.split(key)
+    x = process.prior_sample(k_prior, (n,) + tuple(example_shape))
+    return sampler(lambda x, t: den(params, x, t), x, ts, process=process, key=k_sampler)
+
+  def sample(params, key, n, *, progress=True):
+    chunk = min(config.sampling.batch_size, n)
+    out = []
+    pieces = range(0, n, chunk)
+    for i in tqdm(pieces, desc="sample", disable=not progress or len(pieces) == 1):
+      out.append(np.asarray(sample_chunk(params, jax.random.fold_in(key, i), min(chunk, n - i))))
+    return np.concatenate(out)
+
+  return sample
+
+
+# --------------------------------------------------------------------------------------------
+# A run
+# --------------------------------------------------------------------------------------------
+class Run:
+  """Everything built from one config: process, dataset, model, loss, optimizer, sampler."""
+
+  def __init__(self, config):
+    self.config = config
+    self.process = build_process(config)
+    self.dataset = data_lib.make_dataset(config.data)
+    self.example_shape = tuple(self.dataset.example_shape)
+    model = build_model(config, self.example_shape, nnx.Rngs(config.seed))
+    self.apply_fn, params = models.split_apply(model)
+    self.loss_fn = make_loss_fn(config, self.process, self.apply_fn)
+    self.optimizer, self.train_step = training.build_train_step(self.loss_fn, config)
+    self.initial_state = training.TrainState.create(params, self.optimizer,
+                                                    jax.random.PRNGKey(config.seed + 1))
+    self.sample = make_sampler(config, self.process, self.apply_fn, self.example_shape)
+    log.info("model %s: %d parameters", config.model.name, models.count_params(model))
+
+  def sampling_params(self, state):
+    return state.ema_params if self.config.sampling.use_ema else state.params
+
+  def restore(self, workdir):
+    ckpt = training.Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+      restored = ckpt.restore_latest(self.initial_state)
+    finally:
+      ckpt.close()
+    if restored is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; run --mode=train first")
+    return restored[0]
+
+
+def _plot_samples(path, samples, reference=None):
+  if samples.ndim == 2:
+    training.save_scatter(path, samples[:, :2], reference=None if reference is None else reference[:, :2])
+  else:
+    training.save_image_grid(path, samples[:64], value_range=(-1, 1))
+
+
+def _evaluate_samples(run, samples, key):
+  """Distances of model samples to fresh data samples, against the data-vs-data noise floor."""
+  n = samples.shape[0]
+  k_ref, k_floor, k_sw1, k_sw2 = jax.random.split(key, 4)
+  reference = data_lib.reference_samples(run.config.data, k_ref, n)
+  floor_samples = data_lib.reference_samples(run.config.data, k_floor, n)
+  flat = lambda a: jnp.asarray(a.reshape(a.shape[0], -1), jnp.float32)
+  result = {
+      "n_samples": int(n),
+      "sliced_wasserstein": float(metrics.sliced_wasserstein(k_sw1, flat(samples), flat(reference))),
+      "sliced_wasserstein_noise_floor": float(
+          metrics.sliced_wasserstein(k_sw1, flat(floor_samples), flat(reference))),
+  }
+  result["sliced_wasserstein_ratio"] = result["sliced_wasserstein"] / result["sliced_wasserstein_noise_floor"]
+  dist = data_lib.toy_distribution(run.config.data)
+  if dist is not None and hasattr(dist, "means"):
+    coverage = metrics.mode_coverage(jnp.asarray(samples), dist.means, dist)
+    result["mode_shares"] = [float(s) for s in coverage["shares"]]
+    result["off_mode_fraction"] = float(coverage["off_mode"])
+  return result, reference
+
+
+def _write_outputs(run, workdir, samples, key, evaluate=True):
+  os.makedirs(workdir, exist_ok=True)
+  np.savez_compressed(os.path.join(workdir, "samples.npz"), samples=samples)
+  reference = None
+  result = None
+  if evaluate:
+    result, reference = _evaluate_samples(run, samples, key)
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    log.info("metrics: %s", json.dumps(result))
+  if run.config.eval.plot_samples:
+    _plot_samples(os.path.join(workdir, "samples.png"), samples, reference)
+  return result
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (resuming if possible), then samples `eval.n_samples` and writes metrics.json."""
+  run = Run(config)
+
+  def sample_fn(state, step):
+    x = run.sample(run.sampling_params(state), jax.random.PRNGKey(step), 512 if len(run.example_shape) == 1 else 64,
+                   progress=False)
+    _plot_samples(os.path.join(workdir, "samples", f"step_{step:07d}.png"), x)
+
+  result = training.train(config=config, workdir=workdir, state=run.initial_state,
+                          train_step=run.train_step, dataset=run.dataset, sample_fn=sample_fn,
+                          metadata={"config": config.to_dict()})
+  if result.interrupted:
+    return None
+  samples = run.sample(run.sampling_params(result.state), jax.random.PRNGKey(config.seed + 2),
+                       config.eval.n_samples)
+  return _write_outputs(run, workdir, samples, jax.random.PRNGKey(config.seed + 3))
+
+
+def evaluate(config, workdir):
+  run = Run(config)
+  state = run.restore(workdir)
+  samples = run.sample(run.sampling_params(state), jax.random.PRNGKey(config.seed + 2), config.eval.n_samples)
+  return _write_outputs(run, workdir, samples, jax.random.PRNGKey(config.seed + 3))
+
+
+def sample(config, workdir):
+  run = Run(config)
+  state = run.restore(workdir)
+  samples = run.sample(run.sampling_params(state), jax.random.PRNGKey(config.seed + 2), config.eval.n_samples)
+  _write_outputs(run, workdir, samples, None, evaluate=False)
+  return samples
