@@ -198,7 +198,7 @@ def _evaluate_samples(run, samples, key):
   result["sliced_wasserstein_ratio"] = result["sliced_wasserstein"] / result["sliced_wasserstein_noise_floor"]
   dist = data_lib.toy_distribution(run.config.data)
   if dist is not None and hasattr(dist, "means"):
-    coverage = metrics.mode_coverage(jnp.asarray(samples), dist.means, dist)
+    coverage = metrics.mode_coverage(jnp.asarray(samples), dist.means, dist.mode_stds)
     result["mode_shares"] = [float(s) for s in coverage["shares"]]
     result["off_mode_fraction"] = float(coverage["off_mode"])
   return result, reference
