@@ -32,7 +32,7 @@ class ToyDataset:
     self.example_shape = (dist.dim,)
     self._key = jax.random.PRNGKey(seed)
     self._step = 0
-    self._draw = jax.jit(lambda key: dist.sample(key, batch_size), backend="cpu")
+    self._draw = jax.jit(lambda key: dist.sample(key, batch_size))
 
   def __iter__(self):
     return self
