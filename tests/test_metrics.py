@@ -17,10 +17,10 @@ def test_sliced_wasserstein_1d_is_exact_w2():
 
 def test_sliced_wasserstein_shift_in_2d():
   """For a shift m, SW2^2 = E_theta (theta . m)^2 = |m|^2 / d."""
-  x = jax.random.normal(jax.random.PRNGKey(0), (10_000, 2))
+  x = jax.random.normal(jax.random.PRNGKey(0), (4000, 2))
   m = jnp.array([1.0, 1.0])
-  sw = dj.metrics.sliced_wasserstein(jax.random.PRNGKey(1), x, x + m, n_projections=4096)
-  np.testing.assert_allclose(sw, np.sqrt(2.0 / 2.0), rtol=0.03)
+  sw = dj.metrics.sliced_wasserstein(jax.random.PRNGKey(1), x, x + m, n_projections=1024)
+  np.testing.assert_allclose(sw, np.sqrt(2.0 / 2.0), rtol=0.05)
 
 
 def test_mmd_and_energy_distance():
