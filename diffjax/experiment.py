@@ -85,10 +85,11 @@ def _native_net(config, process, apply_fn, params, cond):
 def make_loss_fn(config, process, apply_fn):
   """`loss_fn(params, batch, key) -> (loss, aux)` for the train step; batch = {"x", ["label"]}."""
   name, options = config.loss.name, config.loss.options.to_dict()
+  conditional = config.model.options.get("num_classes") is not None
 
   def loss_fn(params, batch, key):
     x0 = batch["x"]
-    cond = batch.get("label")
+    cond = batch.get("label") if conditional else None
     if name == "edm":
       den = make_denoiser(config, process, apply_fn)
       loss, _ = losses.edm_loss(lambda x, s: den(params, x, s, cond), x0, key,
@@ -179,7 +180,7 @@ def _plot_samples(path, samples, reference=None):
   if samples.ndim == 2:
     training.save_scatter(path, samples[:, :2], reference=None if reference is None else reference[:, :2])
   else:
-    training.save_image_grid(path, samples[:64], value_range=(-1, 1))
+    training.save_image_grid(path, samples[:64], value_range=(-1, 1), upscale=max(1, 64 // samples.shape[1]))
 
 
 def _evaluate_samples(run, samples, key):

@@ -377,9 +377,12 @@ def image_grid(images, *, ncols: int | None = None, padding: int = 1,
 
 
 def save_image_grid(path: str, images, *, ncols: int | None = None, padding: int = 1,
-                    value_range=(0.0, 1.0)) -> np.ndarray:
-  """Writes ``images`` as one PNG grid (see ``image_grid``); returns the grid array."""
+                    value_range=(0.0, 1.0), upscale: int = 1) -> np.ndarray:
+  """Writes ``images`` as one PNG grid (see ``image_grid``), each pixel repeated ``upscale``
+  times along both axes (for tiny images such as 8x8 digits); returns the grid array."""
   grid = image_grid(images, ncols=ncols, padding=padding, value_range=value_range)
+  if upscale > 1:
+    grid = np.repeat(np.repeat(grid, upscale, axis=0), upscale, axis=1)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "wb") as f:
     f.write(encode_png(grid))
