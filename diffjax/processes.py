@@ -153,6 +153,23 @@ def _check_order(cls_name, lo_name, lo, hi_name, hi):
     raise ValueError(f"{cls_name}: {lo_name} ({lo}) must be smaller than {hi_name} ({hi})")
 
 
+def _zeros_like_t(t):
+  return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+
+
+def _linear_log_alpha(t, beta_min, beta_max):
+  """log alpha(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2 (score_sde's linear beta)."""
+  t = jnp.asarray(t)
+  return -0.25 * t**2 * (beta_max - beta_min) - 0.5 * t * beta_min
+
+
+def _linear_t_from_log_alpha(log_alpha, beta_min, beta_max):
+  """Inverse of `_linear_log_alpha` (the positive root of a quadratic, DPM-Solver's stable form)."""
+  delta = beta_max - beta_min
+  tmp = 2.0 * delta * (-2.0 * log_alpha)
+  return tmp / (jnp.sqrt(beta_min**2 + tmp) + beta_min) / delta
+
+
 # --------------------------------------------------------------------------------------------
 # Variance preserving
 # --------------------------------------------------------------------------------------------
@@ -188,9 +205,8 @@ class VP(Process):
     return (t + self.cosine_s) / (1.0 + self.cosine_s) * (math.pi / 2)
 
   def log_alpha(self, t):
-    t = jnp.asarray(t)
     if self.schedule == "linear":
-      return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+      return _linear_log_alpha(t, self.beta_min, self.beta_max)
     log_alpha0 = math.log(math.cos(self.cosine_s / (1.0 + self.cosine_s) * math.pi / 2))
     return jnp.log(jnp.cos(self._theta(t))) - log_alpha0
 
@@ -218,9 +234,7 @@ class VP(Process):
     lam = jnp.asarray(lam)
     neg_two_log_alpha = jnp.logaddexp(-2.0 * lam, 0.0)  # -2 log alpha = log(1 + e^{-2 lam})
     if self.schedule == "linear":
-      delta = self.beta_max - self.beta_min
-      tmp = 2.0 * delta * neg_two_log_alpha
-      return tmp / (jnp.sqrt(self.beta_min**2 + tmp) + self.beta_min) / delta
+      return _linear_t_from_log_alpha(-0.5 * neg_two_log_alpha, self.beta_min, self.beta_max)
     log_alpha0 = math.log(math.cos(self.cosine_s / (1.0 + self.cosine_s) * math.pi / 2))
     theta = jnp.arccos(jnp.exp(-0.5 * neg_two_log_alpha + log_alpha0))
     return theta * 2.0 * (1.0 + self.cosine_s) / math.pi - self.cosine_s
@@ -363,8 +377,7 @@ class SubVP(Process):
     _check_order("SubVP", "beta_min", self.beta_min, "beta_max", self.beta_max)
 
   def log_alpha(self, t):
-    t = jnp.asarray(t)
-    return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+    return _linear_log_alpha(t, self.beta_min, self.beta_max)
 
   def sigma(self, t):
     return -jnp.expm1(2.0 * self.log_alpha(t))
@@ -379,9 +392,7 @@ class SubVP(Process):
     # alpha / (1 - alpha^2) = e^lam  =>  alpha = 2 e^lam / (1 + sqrt(1 + 4 e^{2 lam})).
     lam = jnp.asarray(lam)
     log_alpha = jnp.log(2.0) + lam - jnp.log1p(jnp.sqrt(1.0 + 4.0 * jnp.exp(2.0 * lam)))
-    delta = self.beta_max - self.beta_min
-    tmp = 2.0 * delta * (-2.0 * log_alpha)
-    return tmp / (jnp.sqrt(self.beta_min**2 + tmp) + self.beta_min) / delta
+    return _linear_t_from_log_alpha(log_alpha, self.beta_min, self.beta_max)
 
   @property
   def prior_std(self):
@@ -407,7 +418,7 @@ class VE(Process):
     _check_order("VE", "sigma_min", self.sigma_min, "sigma_max", self.sigma_max)
 
   def log_alpha(self, t):
-    return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+    return _zeros_like_t(t)
 
   def sigma(self, t):
     return self.sigma_min * (self.sigma_max / self.sigma_min)**jnp.asarray(t)
@@ -416,7 +427,7 @@ class VE(Process):
     return -(math.log(self.sigma_min) + jnp.asarray(t) * math.log(self.sigma_max / self.sigma_min))
 
   def f(self, t):
-    return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+    return _zeros_like_t(t)
 
   def g2(self, t):
     return 2.0 * self.sigma(t)**2 * math.log(self.sigma_max / self.sigma_min)
@@ -452,7 +463,7 @@ class EDM(Process):
     return self.sigma_max
 
   def log_alpha(self, t):
-    return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+    return _zeros_like_t(t)
 
   def sigma(self, t):
     return jnp.asarray(t, dtype=jnp.result_type(float))
@@ -461,7 +472,7 @@ class EDM(Process):
     return -jnp.log(jnp.asarray(t))
 
   def f(self, t):
-    return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+    return _zeros_like_t(t)
 
   def g2(self, t):
     return 2.0 * jnp.asarray(t)
