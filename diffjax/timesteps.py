@@ -51,6 +51,39 @@ def karras(num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0, *, append_zero=T
   return ts
 
 
+DDPM_SPACINGS = ("linspace", "leading", "trailing")
+
+
+def ddpm_discrete(num_steps, num_train_steps=1000, spacing="leading", steps_offset=0):
+  """Integer DDPM timesteps (descending) as diffusers' `set_timesteps` chooses them.
+
+  "linspace": round(linspace(0, N - 1, n)); "leading": arange(n) * (N // n) + steps_offset
+  (DDIM, Song et al. 2021); "trailing": round(arange(N, 0, -N / n)) - 1 (Lin et al. 2024,
+  "Common diffusion noise schedules and sample steps are flawed", Table 2).
+
+  Returns:
+    int array of the n timesteps from noise to data.
+  """
+  import numpy as np
+  _check_steps(num_steps)
+  if num_steps > num_train_steps:
+    raise ValueError(f"num_steps ({num_steps}) must not exceed num_train_steps ({num_train_steps})")
+  if spacing == "linspace":
+    steps = np.linspace(0, num_train_steps - 1, num_steps).round()[::-1]
+  elif spacing == "leading":
+    steps = (np.arange(0, num_steps) * (num_train_steps // num_steps)).round()[::-1] + steps_offset
+  elif spacing == "trailing":
+    steps = np.round(np.arange(num_train_steps, 0, -num_train_steps / num_steps)) - 1
+  else:
+    raise ValueError(f"unknown spacing {spacing!r}; valid spacings: {DDPM_SPACINGS}")
+  return np.asarray(steps, dtype=np.int64)
+
+
+def discrete_to_continuous(steps, num_train_steps=1000):
+  """DDPM integer step n -> continuous time t = (n + 1) / N of `processes.VPDiscrete`."""
+  return (jnp.asarray(steps) + 1.0) / num_train_steps
+
+
 GRIDS = ("time_uniform", "time_quadratic", "log_snr", "karras")
 
 
