@@ -1,9 +1,24 @@
 """Samplers with one signature: `f(denoiser, x, ts, *, process, key=None, **options) -> x`.
 
-Each runs as one compiled `lax.scan` over the steps of `ts` (noise to data).
-"""
-from diffjax.samplers.ode import euler, heun
-from diffjax.samplers.sde import euler_maruyama
-from diffjax.samplers.registry import get_sampler, list_samplers, sample
+Each runs as one compiled loop (`lax.scan`; the adaptive `pf_ode` a diffrax `while_loop`) over
+the times `ts` (noise to data).
 
-__all__ = ["euler", "heun", "euler_maruyama", "get_sampler", "list_samplers", "sample"]
+  euler, heun             probability-flow ODE (EDM Algorithm 2 with churn)     ode.py
+  euler_maruyama          reverse SDE                                            sde.py
+  ddim                    DDIM, eta in [0, 1]                                    ddim.py
+  dpm_solver              DPM-Solver / DPM-Solver++ (orders 1-3, multi/singlestep, SDE)   dpm_solver.py
+  unipc                   UniPC bh1 / bh2, orders 1-3                            unipc.py
+  pf_ode                  adaptive diffrax solve                                 pf_ode.py
+  sample_with_adjoint     AdjointDPM gradients through sampling                  adjoint.py
+"""
+from diffjax.samplers.adjoint import sample_with_adjoint
+from diffjax.samplers.ddim import ddim
+from diffjax.samplers.dpm_solver import dpm_solver
+from diffjax.samplers.ode import euler, heun
+from diffjax.samplers.pf_ode import pf_ode
+from diffjax.samplers.registry import get_sampler, list_samplers, register, sample
+from diffjax.samplers.sde import euler_maruyama
+from diffjax.samplers.unipc import unipc
+
+__all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "unipc", "pf_ode",
+           "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]

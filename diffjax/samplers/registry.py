@@ -2,12 +2,16 @@
 import functools
 import inspect
 
-from diffjax.samplers import ode, sde
+from diffjax.samplers import ddim, dpm_solver, ode, pf_ode, sde, unipc
 
 _SAMPLERS = {
     "euler": ode.euler,
     "heun": ode.heun,
     "euler_maruyama": sde.euler_maruyama,
+    "ddim": ddim.ddim,
+    "dpm_solver": dpm_solver.dpm_solver,
+    "unipc": unipc.unipc,
+    "pf_ode": pf_ode.pf_ode,
 }
 
 
