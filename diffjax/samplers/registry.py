@@ -2,16 +2,21 @@
 import functools
 import inspect
 
-from diffjax.samplers import ddim, dpm_solver, ode, pf_ode, sde, unipc
+from diffjax.samplers.ddim import ddim
+from diffjax.samplers.dpm_solver import dpm_solver
+from diffjax.samplers.ode import euler, heun
+from diffjax.samplers.pf_ode import pf_ode
+from diffjax.samplers.sde import euler_maruyama
+from diffjax.samplers.unipc import unipc
 
 _SAMPLERS = {
-    "euler": ode.euler,
-    "heun": ode.heun,
-    "euler_maruyama": sde.euler_maruyama,
-    "ddim": ddim.ddim,
-    "dpm_solver": dpm_solver.dpm_solver,
-    "unipc": unipc.unipc,
-    "pf_ode": pf_ode.pf_ode,
+    "euler": euler,
+    "heun": heun,
+    "euler_maruyama": euler_maruyama,
+    "ddim": ddim,
+    "dpm_solver": dpm_solver,
+    "unipc": unipc,
+    "pf_ode": pf_ode,
 }
 
 
