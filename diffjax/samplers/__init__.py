@@ -9,6 +9,8 @@ the times `ts` (noise to data).
   dpm_solver              DPM-Solver / DPM-Solver++ (orders 1-3, multi/singlestep, SDE)   dpm_solver.py
   unipc                   UniPC bh1 / bh2, orders 1-3                            unipc.py
   pf_ode                  adaptive diffrax solve                                 pf_ode.py
+  pc, reverse_diffusion,  Score SDE predictor-corrector (Langevin, ALD)          score_sde.py
+  ancestral, langevin
   sample_with_adjoint     AdjointDPM gradients through sampling                  adjoint.py
 """
 from diffjax.samplers.adjoint import sample_with_adjoint
@@ -17,8 +19,10 @@ from diffjax.samplers.dpm_solver import dpm_solver
 from diffjax.samplers.ode import euler, heun
 from diffjax.samplers.pf_ode import pf_ode
 from diffjax.samplers.registry import get_sampler, list_samplers, register, sample
+from diffjax.samplers.score_sde import ancestral, langevin, pc, reverse_diffusion
 from diffjax.samplers.sde import euler_maruyama
 from diffjax.samplers.unipc import unipc
 
-__all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "unipc", "pf_ode",
+__all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "unipc", "pf_ode", "pc",
+           "reverse_diffusion", "ancestral", "langevin",
            "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]

@@ -6,6 +6,7 @@ from diffjax.samplers.ddim import ddim
 from diffjax.samplers.dpm_solver import dpm_solver
 from diffjax.samplers.ode import euler, heun
 from diffjax.samplers.pf_ode import pf_ode
+from diffjax.samplers.score_sde import ancestral, langevin, pc, reverse_diffusion
 from diffjax.samplers.sde import euler_maruyama
 from diffjax.samplers.unipc import unipc
 
@@ -17,6 +18,10 @@ _SAMPLERS = {
     "dpm_solver": dpm_solver,
     "unipc": unipc,
     "pf_ode": pf_ode,
+    "pc": pc,
+    "reverse_diffusion": reverse_diffusion,
+    "ancestral": ancestral,
+    "langevin": langevin,
 }
 
 
