@@ -51,7 +51,7 @@ def _coefficients(hh, rks, variant):
 
 
 def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, lower_order_final=True,
-          use_corrector=True, key=None):
+          use_corrector=True, denoise_to_zero=False, key=None):
   """UniPC multistep sampling with the B(h) variants over `ts` (noise to data), one lax.scan.
 
   Args:
@@ -64,6 +64,9 @@ def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, 
     predict_x0: data prediction (True) or noise prediction (False).
     lower_order_final: lower the order of the final steps (as the reference, for any step count).
     use_corrector: apply UniC after each predictor step but the last (False: UniP only).
+    denoise_to_zero: append a final first-order step to sigma = 0, which returns the x0 estimate
+      at the last predicted point (as diffusers' `final_sigmas_type="zero"`); the step before it
+      is then corrected, and `lower_order_final` counts it.
     key: unused (deterministic).
 
   Returns:
@@ -76,11 +79,12 @@ def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, 
     raise ValueError(f"unipc: unknown variant {variant!r}; valid: {VARIANTS}")
   ts = base.check_times(ts).astype(x.dtype)
   num_steps = ts.shape[0] - 1
+  total = num_steps + int(denoise_to_zero)
   orders = []
   for k in range(1, num_steps + 1):
     o = min(order, k)
     if lower_order_final and k >= order:
-      o = min(order, num_steps + 1 - k)
+      o = min(order, total + 1 - k)
     orders.append(o)
 
   def model(x, t):
@@ -118,7 +122,7 @@ def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, 
     x, hist_m, hist_lam = carry
     i, t_s, t, step_order = inputs
     x_base, x_pred, coef_t, corr = jax.lax.switch(step_order - 1, branches, x, t_s, t, hist_m, hist_lam)
-    is_last = i == num_steps - 1
+    is_last = (i == num_steps - 1) & (not denoise_to_zero)
     m_t = jax.lax.cond(is_last, lambda: jnp.zeros_like(x), lambda: model(x_pred, t))
     x_corr = x_base - corr - coef_t * (m_t - hist_m[0])
     x_new = jnp.where(is_last | (not use_corrector), x_pred, x_corr)
@@ -127,5 +131,12 @@ def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, 
     return (x_new, hist_m, hist_lam), None
 
   xs = (jnp.arange(num_steps), ts[:-1], ts[1:], jnp.asarray(orders))
-  (x, _, _), _ = jax.lax.scan(body, (x, hist_m, hist_lam), xs)
+  (x, hist_m, _), _ = jax.lax.scan(body, (x, hist_m, hist_lam), xs)
+  if denoise_to_zero:  # first-order step to sigma = 0 from the last model value (at the predicted point)
+    if predict_x0:
+      return hist_m[0]
+    # The noise-prediction update to sigma = 0 needs x0 = (x_p - sigma eps) / alpha at the predicted
+    # point; the corrected x and the eps of the predicted point give the same first-order limit.
+    t = ts[-1]
+    return (x - process.sigma(t) * hist_m[0]) / process.alpha(t)
   return x
