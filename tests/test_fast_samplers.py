@@ -189,3 +189,21 @@ def test_pf_ode_matches_exact_flow(x64, process):
                             return_nfe=True)
   assert int(nfe_loose) < int(nfe)
   np.testing.assert_allclose(loose, exact_flow(process, x, process.t_max, t1), atol=5e-3 * process.prior_std)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_adaptive_dpm_solver(x64, order):
+  """DPM-Solver-12/23 reach the exact flow map; tighter tolerances cost more evaluations."""
+  from diffjax.samplers.dpm_solver import _adaptive
+  den = gaussian_denoiser(VP)
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 3))
+  exact = exact_flow(VP, x, 1.0, 1e-3)
+  out = dpm_solver(den, x, jnp.array([1.0, 1e-3]), process=VP, order=order, method="adaptive", rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(out, exact, atol=2e-3)
+  model = lambda x, t: den(x, jnp.full((x.shape[0],), t))
+  nfes = []
+  for tol in (0.05, 1e-3):
+    _, nfe = _adaptive(model, VP, VP.log_snr, x, 1.0, 1e-3, order, True, False, atol=tol, rtol=tol, h_init=0.05,
+                       theta=0.9, t_err=1e-5, max_evals=10_000)
+    nfes.append(int(nfe))
+  assert nfes[0] < nfes[1] < 10_000

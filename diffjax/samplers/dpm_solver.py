@@ -41,7 +41,7 @@ from diffjax import utils
 from diffjax.samplers import base
 
 ALGORITHMS = ("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver")
-METHODS = ("multistep", "singlestep")
+METHODS = ("multistep", "singlestep", "adaptive")
 SOLVER_TYPES = ("dpmsolver", "taylor", "midpoint", "heun")
 
 
@@ -85,7 +85,8 @@ def multistep_orders(num_steps, order, lower_order_final, threshold=10):
 def dpm_solver(denoiser, x, ts, *, process, order=2, method="multistep", algorithm="dpmsolver++",
                solver_type="dpmsolver", lower_order_final=True, denoise_to_zero=False,
                thresholding=False, thresholding_percentile=0.995, thresholding_max_val=1.0,
-               corrected_3m=False, lower_order_final_threshold=10, key=None):
+               corrected_3m=False, lower_order_final_threshold=10, atol=0.0078, rtol=0.05, h_init=0.05,
+               theta=0.9, t_err=1e-5, max_evals=10_000, key=None):
   """DPM-Solver / DPM-Solver++ over the grid `ts` (noise to data), one compiled loop.
 
   Args:
@@ -94,7 +95,7 @@ def dpm_solver(denoiser, x, ts, *, process, order=2, method="multistep", algorit
     ts: times from noise to data, sigma(ts[-1]) > 0.
     process: the noise process.
     order: 1, 2 or 3.
-    method: "multistep" or "singlestep".
+    method: "multistep", "singlestep" or "adaptive" (DPM-Solver-12 / -23).
     algorithm: "dpmsolver++" (data prediction), "dpmsolver" (noise prediction),
       "sde-dpmsolver++" or "sde-dpmsolver" (stochastic, multistep order 1-2; need `key`).
     solver_type: "dpmsolver" or "taylor" (first-order difference scheme of orders 2-3).
@@ -105,6 +106,9 @@ def dpm_solver(denoiser, x, ts, *, process, order=2, method="multistep", algorit
     corrected_3m: use the third-order-accurate D2 in the 3M update (not the reference's).
     lower_order_final_threshold: number of steps below which `lower_order_final` applies (10 in
       dpm_solver_pytorch, 15 in diffusers).
+    atol, rtol, h_init, theta, t_err, max_evals: the adaptive method's tolerances (reference
+      defaults 0.0078, 0.05), initial step in lambda, safety factor, end-time tolerance and budget
+      (method="adaptive" uses only ts[0] and ts[-1]).
     key: PRNG key (SDE variants).
 
   Returns:
@@ -129,7 +133,12 @@ def dpm_solver(denoiser, x, ts, *, process, order=2, method="multistep", algorit
 
   lam = lambda t: process.log_snr(t)
 
-  if method == "multistep":
+  if method == "adaptive":
+    if order not in (2, 3):
+      raise ValueError(f"dpm_solver: method='adaptive' needs order 2 or 3, got {order}")
+    out, _ = _adaptive(model, process, lam, x, ts[0], ts[-1], order, data_pred, second_is_taylor, atol=atol,
+                       rtol=rtol, h_init=h_init, theta=theta, t_err=t_err, max_evals=max_evals)
+  elif method == "multistep":
     out = _multistep(model, process, lam, x, ts, order, data_pred, sde, second_is_taylor,
                      multistep_orders(ts.shape[0] - 1, order, lower_order_final, lower_order_final_threshold),
                      corrected_3m, key)
@@ -202,55 +211,115 @@ def _multistep(model, process, lam, x, ts, order, data_pred, sde, taylor, orders
   return x
 
 
-def _singlestep(model, process, lam, x, ts, order, data_pred, taylor):
-  """One singlestep update of fixed `order` per interval (intermediate points uniform in lambda)."""
-  a, s = process.alpha, process.sigma
+class _Singlestep:
+  """DPM-Solver's singlestep updates from s to t (orders 1-3, any r's), sharing model values."""
 
-  def at(lam_value):
-    return process.t_from_log_snr(lam_value)
+  def __init__(self, model, process, data_pred, taylor):
+    self.model, self.process, self.data_pred, self.taylor = model, process, data_pred, taylor
+    self.sign = -1.0 if data_pred else 1.0  # data: expm1(-h); noise: expm1(h)
 
-  def step(x, t_s, t, _):
-    lam_s, lam_t = lam(t_s), lam(t)
-    h = lam_t - lam_s
-    m_s = model(x, t_s)
-    sign = -1.0 if data_pred else 1.0  # data: expm1(-h); noise: expm1(h)
+  def _c(self, t):
+    return self.process.alpha(t) if self.data_pred else self.process.sigma(t)
 
-    def first_order(x, t_from, t_to, hh, m):
-      if data_pred:
-        return s(t_to) / s(t_from) * x - a(t_to) * jnp.expm1(-hh) * m
-      return a(t_to) / a(t_from) * x - s(t_to) * jnp.expm1(hh) * m
+  def first(self, x, t_from, t_to, h, m):
+    a, s = self.process.alpha, self.process.sigma
+    if self.data_pred:
+      return s(t_to) / s(t_from) * x - a(t_to) * jnp.expm1(-h) * m
+    return a(t_to) / a(t_from) * x - s(t_to) * jnp.expm1(h) * m
 
-    if order == 1:
-      return first_order(x, t_s, t, h, m_s)
-    c_t = a(t) if data_pred else s(t)
+  def _at(self, t_s, h, r):
+    return self.process.t_from_log_snr(self.process.log_snr(t_s) + r * h)
+
+  def second(self, x, t_s, t, h, m_s, r1=0.5):
+    """DPM-Solver-2 (singlestep); returns (x_t, m_s1, x_s1)."""
+    s1 = self._at(t_s, h, r1)
+    x_s1 = self.first(x, t_s, s1, r1 * h, m_s)
+    m_s1 = self.model(x_s1, s1)
+    phi1 = jnp.expm1(self.sign * h)
+    c_t = self._c(t)
+    if self.taylor:
+      corr = -self.sign * c_t * (phi1 / h - self.sign) / r1 * (m_s1 - m_s)
+    else:
+      corr = -c_t * phi1 / (2 * r1) * (m_s1 - m_s)
+    return self.first(x, t_s, t, h, m_s) + corr, m_s1
+
+  def third(self, x, t_s, t, h, m_s, r1=1.0 / 3.0, r2=2.0 / 3.0, m_s1=None):
+    """DPM-Solver-3 (singlestep); reuses m_s1 when given."""
+    sign, c_t = self.sign, self._c(t)
+    s1, s2 = self._at(t_s, h, r1), self._at(t_s, h, r2)
+    if m_s1 is None:
+      m_s1 = self.model(self.first(x, t_s, s1, r1 * h, m_s), s1)
     phi1 = jnp.expm1(sign * h)
-    if order == 2:
-      r1 = 0.5
-      s1 = at(lam_s + r1 * h)
-      m_s1 = model(first_order(x, t_s, s1, r1 * h, m_s), s1)
-      out = first_order(x, t_s, t, h, m_s)
-      if data_pred:
-        corr = (a(t) * (phi1 / h + 1.0) / r1 if taylor else -a(t) * phi1 / (2 * r1)) * (m_s1 - m_s)
-      else:
-        corr = (-s(t) * (phi1 / h - 1.0) / r1 if taylor else -s(t) * phi1 / (2 * r1)) * (m_s1 - m_s)
-      return out + corr
-    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-    s1, s2 = at(lam_s + r1 * h), at(lam_s + r2 * h)
-    phi11, phi12 = jnp.expm1(sign * r1 * h), jnp.expm1(sign * r2 * h)
+    phi12 = jnp.expm1(sign * r2 * h)
     phi22 = phi12 / (r2 * h) - sign
     phi2 = phi1 / h - sign
     phi3 = phi2 / h - 0.5
-    c_s2 = a(s2) if data_pred else s(s2)
-    x_s1 = first_order(x, t_s, s1, r1 * h, m_s)
-    m_s1 = model(x_s1, s1)
-    x_s2 = first_order(x, t_s, s2, r2 * h, m_s) - sign * (r2 / r1) * c_s2 * phi22 * (m_s1 - m_s)
-    m_s2 = model(x_s2, s2)
-    out = first_order(x, t_s, t, h, m_s)
-    if taylor:
+    x_s2 = self.first(x, t_s, s2, r2 * h, m_s) - sign * (r2 / r1) * self._c(s2) * phi22 * (m_s1 - m_s)
+    m_s2 = self.model(x_s2, s2)
+    out = self.first(x, t_s, t, h, m_s)
+    if self.taylor:
       d1_0, d1_1 = (m_s1 - m_s) / r1, (m_s2 - m_s) / r2
       d1 = (r2 * d1_0 - r1 * d1_1) / (r2 - r1)
       d2 = 2.0 * (d1_1 - d1_0) / (r2 - r1)
       return out - sign * c_t * phi2 * d1 - c_t * phi3 * d2
     return out - sign * c_t * phi2 / r2 * (m_s2 - m_s)
 
+
+def _singlestep(model, process, lam, x, ts, order, data_pred, taylor):
+  """One singlestep update of fixed `order` per interval (intermediate points uniform in lambda)."""
+  solver = _Singlestep(model, process, data_pred, taylor)
+
+  def step(x, t_s, t, _):
+    h = lam(t) - lam(t_s)
+    m_s = model(x, t_s)
+    if order == 1:
+      return solver.first(x, t_s, t, h, m_s)
+    if order == 2:
+      return solver.second(x, t_s, t, h, m_s)[0]
+    return solver.third(x, t_s, t, h, m_s)
+
   return base.scan_steps(step, x, ts)
+
+
+def _adaptive(model, process, lam, x, t_start, t_end, order, data_pred, taylor, *, atol, rtol, h_init, theta,
+              t_err, max_evals):
+  """DPM-Solver-12 / -23 (Lu et al. 2022a, Algorithm 4): an embedded pair in one while_loop.
+
+  Order 2 pairs DPM-Solver-1 with DPM-Solver-2 (r1 = 1/2); order 3 pairs DPM-Solver-2 (r1 = 1/3)
+  with DPM-Solver-3 (1/3, 2/3), the higher reusing the lower's evaluations. With
+  delta = max(atol, rtol max(|x_lower|, |x_prev|)) and E = max over the batch of the RMS of
+  (x_higher - x_lower) / delta, a step is accepted when E <= 1; then h <- min(theta h E^(-1/order),
+  lambda_end - lambda_s).
+  """
+  solver = _Singlestep(model, process, data_pred, taylor)
+  lam_end = lam(t_end)
+  nfe_per_try = order
+
+  def rms(v):
+    return jnp.sqrt(jnp.mean(v.reshape(v.shape[0], -1)**2, axis=-1))
+
+  def cond(state):
+    x, x_prev, s, h, nfe = state
+    return (jnp.abs(s - t_end) > t_err) & (nfe < max_evals)
+
+  def body(state):
+    x, x_prev, s, h, nfe = state
+    t = process.t_from_log_snr(lam(s) + h)
+    m_s = model(x, s)
+    if order == 2:
+      x_lower = solver.first(x, s, t, h, m_s)
+      x_higher, _ = solver.second(x, s, t, h, m_s, r1=0.5)
+    else:
+      x_lower, m_s1 = solver.second(x, s, t, h, m_s, r1=1.0 / 3.0)
+      x_higher = solver.third(x, s, t, h, m_s, 1.0 / 3.0, 2.0 / 3.0, m_s1=m_s1)
+    delta = jnp.maximum(atol, rtol * jnp.maximum(jnp.abs(x_lower), jnp.abs(x_prev)))
+    err = jnp.max(rms((x_higher - x_lower) / delta))
+    accept = err <= 1.0
+    x, x_prev, s = (jnp.where(accept, x_higher, x), jnp.where(accept, x_lower, x_prev), jnp.where(accept, t, s))
+    h = jnp.minimum(theta * h * jnp.power(jnp.maximum(err, 1e-10), -1.0 / order), lam_end - lam(s))
+    return x, x_prev, s, h, nfe + nfe_per_try
+
+  dtype = x.dtype
+  state = (x, x, jnp.asarray(t_start, dtype), jnp.asarray(h_init, dtype), jnp.zeros((), jnp.int32))
+  x, _, _, _, nfe = jax.lax.while_loop(cond, body, state)
+  return x, nfe
