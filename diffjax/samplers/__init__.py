@@ -11,6 +11,7 @@ the times `ts` (noise to data).
   pf_ode                  adaptive diffrax solve                                 pf_ode.py
   pc, reverse_diffusion,  Score SDE predictor-corrector (Langevin, ALD)          score_sde.py
   ancestral, langevin
+  time_shift_ddim         Time-Shift sampler (exposure bias), DDIM path          time_shift.py
   sample_with_adjoint     AdjointDPM gradients through sampling                  adjoint.py
 """
 from diffjax.samplers.adjoint import sample_with_adjoint
@@ -21,8 +22,9 @@ from diffjax.samplers.pf_ode import pf_ode
 from diffjax.samplers.registry import get_sampler, list_samplers, register, sample
 from diffjax.samplers.score_sde import ancestral, langevin, pc, reverse_diffusion
 from diffjax.samplers.sde import euler_maruyama
+from diffjax.samplers.time_shift import time_shift_ddim
 from diffjax.samplers.unipc import unipc
 
 __all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "unipc", "pf_ode", "pc",
-           "reverse_diffusion", "ancestral", "langevin",
+           "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim",
            "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]
