@@ -115,16 +115,20 @@ def _plot(results, path):
   from matplotlib.figure import Figure
   fig = Figure(figsize=(11, 4.5))
   FigureCanvasAgg(fig)
+  names = list(DETERMINISTIC) + ["pf_ode tsit5 (adaptive)"]
+  colors = {name: f"C{i % 10}" for i, name in enumerate(names)}
+  styles = {name: "--" if i >= 10 else "-" for i, name in enumerate(names)}
   for i, (pname, (table, _)) in enumerate(results.items()):
     ax = fig.add_subplot(1, len(results), i + 1)
     for name, row in table.items():
       pts = sorted(row.values())
-      ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name)
+      ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name, color=colors[name],
+                linestyle=styles[name])
     ax.set_xlabel("NFE")
     ax.set_ylabel("RMS error vs Dopri8 (1e-10)")
     ax.set_title(pname)
     ax.grid(True, which="both", alpha=0.3)
-  ax.legend(fontsize=6, loc="lower left")
+    ax.legend(fontsize=6, loc="lower left")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 

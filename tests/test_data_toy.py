@@ -94,7 +94,6 @@ def test_constructors_and_modes():
   assert toy.grid25().num_components == 25
   m = toy.random_mixture(seed=1, n_components=3, dim=5)
   assert m.means.shape == (3, 5) and bool(jnp.all(jnp.linalg.eigvalsh(m.covs) > 0))
-  x = r.sample(jax.random.PRNGKey(0), 1000)
   np.testing.assert_array_equal(r.mode_of(r.means), jnp.arange(8))
   with pytest.raises(ValueError, match="valid"):
     toy.get_toy("ring9")
@@ -121,7 +120,8 @@ def test_digits_and_array_dataset():
   train, test = dj.data.load_digits("train"), dj.data.load_digits("test")
   assert len(train["x"]) + len(test["x"]) == 1797
   ds = dj.data.ArrayDataset(train, 100, seed=0)
-  seen = [next(ds)["label"] for _ in range(int(len(train["x"]) // 100) + 2)]
+  for _ in range(int(len(train["x"]) // 100) + 2):
+    next(ds)
   state = ds.get_state()
   assert state["epoch"] == 1
   nxt = next(ds)

@@ -62,17 +62,17 @@ def test_vp_reverse_diffusion_and_ancestral_match_score_sde_formulas(x64):
   score = (VP.alpha(t) * den(x, jnp.full((4,), t)) - x) / VP.sigma(t)**2
   key = jax.random.PRNGKey(1)
   z = jax.random.normal(jax.random.split(jax.random.fold_in(key, 0))[1], x.shape)
-  ts = jnp.array([t, tn, 0.5])  # a final extra step so that the first is not the noise-free last one
-  # ReverseDiffusionPredictor: x_mean = x - (f - G^2 s) with f = (sqrt(1 - beta) - 1) x, G = sqrt(beta)
-  # (here a = 1/sqrt(1 - beta) from the forward transition, as written by the sampler).
+  ts = jnp.array([t, tn])
+  # ReverseDiffusionPredictor: x_mean = x - f_d(x) + G^2 s with the forward step x_t = a x_tn + G eps,
+  # a = alpha_t / alpha_tn = sqrt(1 - beta), f_d = (a - 1) x, G^2 = sigma_t^2 - a^2 sigma_tn^2 = beta.
   a = float(VP.alpha(t) / VP.alpha(tn))
   g2 = float(VP.sigma(t)**2 - a**2 * VP.sigma(tn)**2)
-  one = lambda fn: fn(den, x, ts[:2], process=VP, key=key, noise_removal=False)
+  np.testing.assert_allclose([a, g2], [np.sqrt(1 - beta), beta], rtol=1e-10)
+  one = lambda fn: fn(den, x, ts, process=VP, key=key, noise_removal=False)
   np.testing.assert_allclose(one(score_sde.reverse_diffusion), (2 - a) * x + g2 * score + np.sqrt(g2) * z, rtol=1e-12)
   # Ancestral mean (x + beta s) / sqrt(1 - beta) for VP.
-  mean = score_sde.ancestral(den, x, ts[:2], process=VP, key=key, noise_removal=True)
+  mean = score_sde.ancestral(den, x, ts, process=VP, key=key, noise_removal=True)
   np.testing.assert_allclose(mean, (x + beta * score) / np.sqrt(1 - beta), rtol=1e-10)
-  del ts
 
 
 def test_ancestral_is_ddim_eta_one(x64):

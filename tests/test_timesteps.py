@@ -1,5 +1,4 @@
 """Time grids: endpoints, spacing and the published discrete schedules."""
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

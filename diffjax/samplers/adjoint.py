@@ -21,7 +21,6 @@ The two agree as the solve becomes exact (tests: 1e-4 relative).
 """
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 
 from diffjax import utils

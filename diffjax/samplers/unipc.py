@@ -17,8 +17,6 @@ model value, so the corrector costs no extra evaluation (NFE = steps). The drive
 orders 1..p-1 (corrector on), lowers the order of the final steps when `lower_order_final`
 (always, no step-count threshold) and skips the corrector on the last step.
 """
-import math
-
 import jax
 import jax.numpy as jnp
 
