@@ -17,6 +17,14 @@ from diffjax import utils
 from diffjax.samplers import base
 
 
+def ddim_coefficients(process, t, t_next, eta):
+  """(c, d): x_t' = alpha_t' x0_hat + d eps_hat + c z, with c the eta-scaled DDPM posterior std."""
+  a, s = process.alpha(t), process.sigma(t)
+  a_next, s_next = process.alpha(t_next), process.sigma(t_next)
+  c = eta * (s_next / s) * jnp.sqrt(jnp.maximum(s**2 - (a / a_next)**2 * s_next**2, 0.0))
+  return c, jnp.sqrt(jnp.maximum(s_next**2 - c**2, 0.0))
+
+
 def ddim(denoiser, x, ts, *, process, eta=0.0, key=None):
   """DDIM sampling over the grid `ts` (noise to data).
 
@@ -45,8 +53,8 @@ def ddim(denoiser, x, ts, *, process, eta=0.0, key=None):
     eps = (x - a * x0) / s
     if not stochastic:
       return a_next * x0 + s_next * eps
-    c = eta * (s_next / s) * jnp.sqrt(jnp.maximum(s**2 - (a / a_next)**2 * s_next**2, 0.0))
+    c, d = ddim_coefficients(process, t_cur, t_next, eta)
     noise = jax.random.normal(step_key, x.shape, x.dtype)
-    return a_next * x0 + jnp.sqrt(jnp.maximum(s_next**2 - c**2, 0.0)) * eps + c * noise
+    return a_next * x0 + d * eps + c * noise
 
   return base.scan_steps(step, x, ts, key if stochastic else None)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from diffjax import utils
 from diffjax.samplers import base
-from diffjax.samplers.ddim import ddim
+from diffjax.samplers.ddim import ddim, ddim_coefficients
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "ancestral", "none")
 CORRECTORS = ("langevin", "ald", "none")
@@ -54,9 +54,8 @@ def _predict(name, denoiser, process, x, t, t_next, key):
     return mean + process.diffusion(t) * jnp.sqrt(-dt) * z, mean
   # ancestral: the DDPM posterior with x0_hat, split into mean and noise.
   x0 = denoiser(x, utils.batch_times(t, x))
-  a, s, a_n, s_n = process.alpha(t), process.sigma(t), process.alpha(t_next), process.sigma(t_next)
-  c = (s_n / s) * jnp.sqrt(jnp.maximum(s**2 - (a / a_n)**2 * s_n**2, 0.0))
-  mean = a_n * x0 + jnp.sqrt(jnp.maximum(s_n**2 - c**2, 0.0)) * (x - a * x0) / s
+  c, d = ddim_coefficients(process, t, t_next, 1.0)
+  mean = process.alpha(t_next) * x0 + d * (x - process.alpha(t) * x0) / process.sigma(t)
   return mean + c * z, mean
 
 
