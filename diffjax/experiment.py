@@ -116,7 +116,7 @@ def make_time_grid(config, process):
 
 
 def make_sampler(config, process, apply_fn, example_shape):
-  """`sample(params, key, n, cond=None) -> (n, *example_shape)` with the configured sampler.
+  """`sample(params, key, n) -> (n, *example_shape)` unconditional samples with the configured sampler.
 
   Each chunk of `sampling.batch_size` samples runs as one compiled sampling loop; a progress bar
   shows the chunks.
