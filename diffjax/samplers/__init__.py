@@ -12,9 +12,11 @@ the times `ts` (noise to data).
   pc, reverse_diffusion,  Score SDE predictor-corrector (Langevin, ALD)          score_sde.py
   ancestral, langevin
   time_shift_ddim         Time-Shift sampler (exposure bias), DDIM path          time_shift.py
+  dc_solver               DC-Solver (UniPC + dynamic compensation), ratio search dc_solver.py
   sample_with_adjoint     AdjointDPM gradients through sampling                  adjoint.py
 """
 from diffjax.samplers.adjoint import sample_with_adjoint
+from diffjax.samplers.dc_solver import dc_solver, search_dc_ratios
 from diffjax.samplers.ddim import ddim
 from diffjax.samplers.dpm_solver import dpm_solver
 from diffjax.samplers.ode import euler, heun
@@ -26,5 +28,6 @@ from diffjax.samplers.time_shift import time_shift_ddim
 from diffjax.samplers.unipc import unipc
 
 __all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "unipc", "pf_ode", "pc",
-           "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim",
+           "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim", "dc_solver",
+           "search_dc_ratios",
            "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]

@@ -2,6 +2,7 @@
 import functools
 import inspect
 
+from diffjax.samplers.dc_solver import dc_solver
 from diffjax.samplers.ddim import ddim
 from diffjax.samplers.dpm_solver import dpm_solver
 from diffjax.samplers.ode import euler, heun
@@ -24,6 +25,7 @@ _SAMPLERS = {
     "ancestral": ancestral,
     "langevin": langevin,
     "time_shift_ddim": time_shift_ddim,
+    "dc_solver": dc_solver,
 }
 
 

@@ -49,7 +49,7 @@ def _coefficients(hh, rks, variant):
 
 
 def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, lower_order_final=True,
-          use_corrector=True, denoise_to_zero=False, key=None):
+          use_corrector=True, denoise_to_zero=False, dc_ratios=None, key=None):
   """UniPC multistep sampling with the B(h) variants over `ts` (noise to data), one lax.scan.
 
   Args:
@@ -62,6 +62,7 @@ def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, 
     predict_x0: data prediction (True) or noise prediction (False).
     lower_order_final: lower the order of the final steps (as the reference, for any step count).
     use_corrector: apply UniC after each predictor step but the last (False: UniP only).
+    dc_ratios: DC-Solver's dynamic compensation ratios, one per step (see `dc_solver`); None: off.
     denoise_to_zero: append a final first-order step to sigma = 0, which returns the x0 estimate
       at the last predicted point (as diffusers' `final_sigmas_type="zero"`); the step before it
       is then corrected, and `lower_order_final` counts it.
@@ -118,17 +119,32 @@ def unipc(denoiser, x, ts, *, process, order=2, variant="bh2", predict_x0=True, 
 
   def body(carry, inputs):
     x, hist_m, hist_lam = carry
-    i, t_s, t, step_order = inputs
-    x_base, x_pred, coef_t, corr = jax.lax.switch(step_order - 1, branches, x, t_s, t, hist_m, hist_lam)
+    i, t_s, t, step_order, ratio = inputs
+    hist_m_step = hist_m if dc_ratios is None else _compensate(hist_m, hist_lam, ratio, i)
+    x_base, x_pred, coef_t, corr = jax.lax.switch(step_order - 1, branches, x, t_s, t, hist_m_step, hist_lam)
     is_last = (i == num_steps - 1) & (not denoise_to_zero)
     m_t = jax.lax.cond(is_last, lambda: jnp.zeros_like(x), lambda: model(x_pred, t))
-    x_corr = x_base - corr - coef_t * (m_t - hist_m[0])
+    x_corr = x_base - corr - coef_t * (m_t - hist_m_step[0])
     x_new = jnp.where(is_last | (not use_corrector), x_pred, x_corr)
     hist_m = jnp.concatenate([m_t[None], hist_m[:2]])
     hist_lam = jnp.concatenate([process.log_snr(t)[None], hist_lam[:2]])
     return (x_new, hist_m, hist_lam), None
 
-  xs = (jnp.arange(num_steps), ts[:-1], ts[1:], jnp.asarray(orders))
+  def _compensate(hist_m, hist_lam, ratio, i):
+    """DC-Solver: the newest output replaced by the Lagrange interpolant of the last three outputs
+    (in time t) at t' = t_{-1} + ratio (t_0 - t_{-1}); only once three outputs exist."""
+    times = process.t_from_log_snr(hist_lam)
+    t_prime = times[1] + ratio * (times[0] - times[1])
+    m = jnp.zeros_like(hist_m[0])
+    for k in range(3):
+      w = jnp.prod(jnp.stack([(t_prime - times[j]) / (times[k] - times[j]) for j in range(3) if j != k]))
+      m = m + w * hist_m[k]
+    return hist_m.at[0].set(jnp.where(i >= 2, m, hist_m[0]))
+
+  ratios = jnp.ones((num_steps,), x.dtype) if dc_ratios is None else jnp.asarray(dc_ratios, x.dtype)
+  if ratios.shape != (num_steps,):
+    raise ValueError(f"unipc: dc_ratios must have one ratio per step ({num_steps}), got shape {ratios.shape}")
+  xs = (jnp.arange(num_steps), ts[:-1], ts[1:], jnp.asarray(orders), ratios)
   (x, hist_m, _), _ = jax.lax.scan(body, (x, hist_m, hist_lam), xs)
   if denoise_to_zero:  # first-order step to sigma = 0 from the last model value (at the predicted point)
     if predict_x0:
