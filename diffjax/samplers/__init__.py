@@ -7,6 +7,7 @@ the times `ts` (noise to data).
   euler_maruyama          reverse SDE                                            sde.py
   ddim                    DDIM, eta in [0, 1]                                    ddim.py
   dpm_solver              DPM-Solver / DPM-Solver++ (orders 1-3, multi/singlestep, SDE)   dpm_solver.py
+  dpm_solver_v3           DPM-Solver-v3 with empirical model statistics (EMS)  dpm_solver_v3.py
   unipc                   UniPC bh1 / bh2, orders 1-3                            unipc.py
   pf_ode                  adaptive diffrax solve                                 pf_ode.py
   pc, reverse_diffusion,  Score SDE predictor-corrector (Langevin, ALD)          score_sde.py
@@ -19,6 +20,7 @@ from diffjax.samplers.adjoint import sample_with_adjoint
 from diffjax.samplers.dc_solver import dc_solver, search_dc_ratios
 from diffjax.samplers.ddim import ddim
 from diffjax.samplers.dpm_solver import dpm_solver
+from diffjax.samplers.dpm_solver_v3 import EMS, compute_ems, dpm_solver_v3, load_ems, save_ems
 from diffjax.samplers.ode import euler, heun
 from diffjax.samplers.pf_ode import pf_ode
 from diffjax.samplers.registry import get_sampler, list_samplers, register, sample
@@ -27,7 +29,7 @@ from diffjax.samplers.sde import euler_maruyama
 from diffjax.samplers.time_shift import time_shift_ddim
 from diffjax.samplers.unipc import unipc
 
-__all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "unipc", "pf_ode", "pc",
+__all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "dpm_solver_v3", "EMS", "compute_ems", "load_ems", "save_ems", "unipc", "pf_ode", "pc",
            "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim", "dc_solver",
            "search_dc_ratios",
            "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]

@@ -5,6 +5,7 @@ import inspect
 from diffjax.samplers.dc_solver import dc_solver
 from diffjax.samplers.ddim import ddim
 from diffjax.samplers.dpm_solver import dpm_solver
+from diffjax.samplers.dpm_solver_v3 import dpm_solver_v3
 from diffjax.samplers.ode import euler, heun
 from diffjax.samplers.pf_ode import pf_ode
 from diffjax.samplers.score_sde import ancestral, langevin, pc, reverse_diffusion
@@ -18,6 +19,7 @@ _SAMPLERS = {
     "euler_maruyama": euler_maruyama,
     "ddim": ddim,
     "dpm_solver": dpm_solver,
+    "dpm_solver_v3": dpm_solver_v3,
     "unipc": unipc,
     "pf_ode": pf_ode,
     "pc": pc,
