@@ -12,7 +12,8 @@ the times `ts` (noise to data).
   pf_ode                  adaptive diffrax solve                                 pf_ode.py
   pc, reverse_diffusion,  Score SDE predictor-corrector (Langevin, ALD)          score_sde.py
   ancestral, langevin
-  time_shift_ddim         Time-Shift sampler (exposure bias), DDIM path          time_shift.py
+  time_shift_ddim,        Time-Shift sampler (exposure bias), DDIM and          time_shift.py
+  time_shift_dpm_solver   DPM-Solver paths
   dc_solver               DC-Solver (UniPC + dynamic compensation), ratio search dc_solver.py
   sample_with_adjoint     AdjointDPM gradients through sampling                  adjoint.py
 """
@@ -26,10 +27,10 @@ from diffjax.samplers.pf_ode import pf_ode
 from diffjax.samplers.registry import get_sampler, list_samplers, register, sample
 from diffjax.samplers.score_sde import ancestral, langevin, pc, reverse_diffusion
 from diffjax.samplers.sde import euler_maruyama
-from diffjax.samplers.time_shift import time_shift_ddim
+from diffjax.samplers.time_shift import time_shift_ddim, time_shift_dpm_solver
 from diffjax.samplers.unipc import unipc
 
 __all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "dpm_solver_v3", "EMS", "compute_ems", "load_ems", "save_ems", "unipc", "pf_ode", "pc",
-           "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim", "dc_solver",
+           "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim", "time_shift_dpm_solver", "dc_solver",
            "search_dc_ratios",
            "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]

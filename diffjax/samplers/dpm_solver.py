@@ -56,6 +56,21 @@ def dynamic_thresholding(x0, percentile=0.995, max_val=1.0):
   return jnp.clip(x0, -s, s) / s
 
 
+def model_output_fn(denoiser, process, data_pred, thresholding=False, percentile=0.995, max_val=1.0):
+  """`m(x, t)`: the (thresholded) x0 prediction for DPM-Solver++, the noise prediction otherwise."""
+
+  def model(x, t):
+    t_b = utils.batch_times(t, x)
+    x0 = denoiser(x, t_b)
+    if thresholding:
+      x0 = dynamic_thresholding(x0, percentile, max_val)
+    if data_pred:
+      return x0
+    return (x - utils.expand_to(process.alpha(t_b), x) * x0) / utils.expand_to(process.sigma(t_b), x)
+
+  return model
+
+
 def _validate(order, method, algorithm, solver_type, key):
   if order not in (1, 2, 3):
     raise ValueError(f"dpm_solver: order must be 1, 2 or 3, got {order!r}")
@@ -122,14 +137,8 @@ def dpm_solver(denoiser, x, ts, *, process, order=2, method="multistep", algorit
     raise ValueError("dpm_solver: thresholding needs data prediction (algorithm='dpmsolver++')")
   second_is_taylor = solver_type in ("taylor", "heun")
 
-  def model(x, t):
-    t_b = utils.batch_times(t, x)
-    x0 = denoiser(x, t_b)
-    if thresholding:
-      x0 = dynamic_thresholding(x0, thresholding_percentile, thresholding_max_val)
-    if data_pred:
-      return x0
-    return (x - utils.expand_to(process.alpha(t_b), x) * x0) / utils.expand_to(process.sigma(t_b), x)
+  model = model_output_fn(denoiser, process, data_pred, thresholding, thresholding_percentile,
+                          thresholding_max_val)
 
   lam = lambda t: process.log_snr(t)
 
@@ -150,21 +159,31 @@ def dpm_solver(denoiser, x, ts, *, process, order=2, method="multistep", algorit
   return out
 
 
-def _multistep(model, process, lam, x, ts, order, data_pred, sde, taylor, orders, corrected_3m, key):
-  """The reference multistep driver as one lax.scan with a fixed-size history (newest first)."""
+def _multistep(model, process, lam, x, ts, order, data_pred, sde, taylor, orders, corrected_3m, key,
+               shift_fn=None):
+  """The reference multistep driver as one lax.scan with a fixed-size history (newest first).
+
+  Times are kept per sample (shape (B,)) so that `shift_fn(step, t_next, m_prev) -> t_next` can
+  move each sample's next time (the Time-Shift sampler); it is applied from step `order` on, as in
+  the TS-DPM fork, and the shifted time is also the next model-evaluation time.
+  """
   dtype = x.dtype
   ts = ts.astype(dtype)
-  hist_m = jnp.zeros((3,) + x.shape, dtype).at[0].set(model(x, ts[0]))
-  hist_lam = jnp.zeros((3,), dtype).at[0].set(lam(ts[0]))
+  col = lambda v: utils.expand_to(v, x)
+  t0 = utils.batch_times(ts[0], x)
+  hist_m = jnp.zeros((3,) + x.shape, dtype).at[0].set(model(x, t0))
+  hist_t = jnp.zeros((3,) + t0.shape, dtype).at[0].set(t0)
+  hist_lam = jnp.zeros((3,) + t0.shape, dtype).at[0].set(lam(t0))
   num_steps = ts.shape[0] - 1
 
   def update(x, t_s, t, ms, lams, step_order, noise):
     lam_s, lam_t = lams[0], lam(t)
-    h = lam_t - lam_s
-    a_s, s_s, a_t, s_t = process.alpha(t_s), process.sigma(t_s), process.alpha(t), process.sigma(t)
+    h = col(lam_t - lam_s)
+    a_s, s_s, a_t, s_t = (col(f(u)) for f, u in ((process.alpha, t_s), (process.sigma, t_s),
+                                                   (process.alpha, t), (process.sigma, t)))
     m0, m1, m2 = ms[0], ms[1], ms[2]
-    r0 = (lam_s - lams[1]) / h
-    r1 = (lams[1] - lams[2]) / h
+    r0 = col((lam_s - lams[1])) / h
+    r1 = col((lams[1] - lams[2])) / h
     d1_0 = (m0 - m1) / r0
     d1_1 = (m1 - m2) / r1
     d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
@@ -196,18 +215,22 @@ def _multistep(model, process, lam, x, ts, order, data_pred, sde, taylor, orders
     return jnp.select([step_order == 1, step_order == 2], [first, second], third)
 
   def body(carry, inputs):
-    x, hist_m, hist_lam = carry
-    i, t_s, t, step_order = inputs
+    x, hist_m, hist_t, hist_lam = carry
+    i, t_next, step_order = inputs
+    t = utils.batch_times(t_next, x)
+    if shift_fn is not None:
+      t = jnp.where(i + 1 >= order, shift_fn(i, t, hist_m[0]), t)
     noise = (jax.random.normal(jax.random.fold_in(key, i), x.shape, dtype) if sde else jnp.zeros((), dtype))
-    x = update(x, t_s, t, hist_m, hist_lam, step_order, noise)
+    x = update(x, hist_t[0], t, hist_m, hist_lam, step_order, noise)
     # Evaluate the model at the new point, except after the final step (NFE = steps).
     m_new = jax.lax.cond(i < num_steps - 1, lambda: model(x, t), lambda: jnp.zeros_like(x))
     hist_m = jnp.concatenate([m_new[None], hist_m[:2]])
+    hist_t = jnp.concatenate([t[None], hist_t[:2]])
     hist_lam = jnp.concatenate([lam(t)[None], hist_lam[:2]])
-    return (x, hist_m, hist_lam), None
+    return (x, hist_m, hist_t, hist_lam), None
 
-  xs = (jnp.arange(num_steps), ts[:-1], ts[1:], jnp.asarray(orders))
-  (x, _, _), _ = jax.lax.scan(body, (x, hist_m, hist_lam), xs)
+  xs = (jnp.arange(num_steps), ts[1:], jnp.asarray(orders))
+  (x, _, _, _), _ = jax.lax.scan(body, (x, hist_m, hist_t, hist_lam), xs)
   return x
 
 

@@ -10,7 +10,7 @@ from diffjax.samplers.ode import euler, heun
 from diffjax.samplers.pf_ode import pf_ode
 from diffjax.samplers.score_sde import ancestral, langevin, pc, reverse_diffusion
 from diffjax.samplers.sde import euler_maruyama
-from diffjax.samplers.time_shift import time_shift_ddim
+from diffjax.samplers.time_shift import time_shift_ddim, time_shift_dpm_solver
 from diffjax.samplers.unipc import unipc
 
 _SAMPLERS = {
@@ -27,6 +27,7 @@ _SAMPLERS = {
     "ancestral": ancestral,
     "langevin": langevin,
     "time_shift_ddim": time_shift_ddim,
+    "time_shift_dpm_solver": time_shift_dpm_solver,
     "dc_solver": dc_solver,
 }
 
