@@ -51,14 +51,17 @@ class GaussianMixture:
     self.weights = weights / jnp.sum(weights)
     self.means = means
     self.covs = _as_covs(covs, k, d).astype(means.dtype)
+    # C_k(t) = alpha^2 Sigma_k + sigma^2 I shares Sigma_k's eigenvectors: one eigh here replaces a
+    # Cholesky factorization per example, component and time in every call.
+    self.cov_eigvals, self.cov_eigvecs = jnp.linalg.eigh(self.covs)
 
   def tree_flatten(self):
-    return (self.weights, self.means, self.covs), None
+    return (self.weights, self.means, self.covs, self.cov_eigvals, self.cov_eigvecs), None
 
   @classmethod
   def tree_unflatten(cls, aux, children):
     obj = cls.__new__(cls)
-    obj.weights, obj.means, obj.covs = children
+    obj.weights, obj.means, obj.covs, obj.cov_eigvals, obj.cov_eigvecs = children
     return obj
 
   @property
@@ -95,15 +98,17 @@ class GaussianMixture:
     return process.alpha(t).astype(x.dtype), process.sigma(t).astype(x.dtype)
 
   def _parts(self, x, alpha, sigma):
-    """Per example and component: log w_k N(x; alpha mu_k, C_k), C_k^{-1}(x - alpha mu_k)."""
+    """Per example and component: log w_k N(x; alpha mu_k, C_k), C_k^{-1}(x - alpha mu_k).
+
+    With Sigma_k = U diag(e) U^T, C_k = U diag(alpha^2 e + sigma^2) U^T.
+    """
     d = self.dim
-    cov = alpha[:, None, None, None]**2 * self.covs[None] + sigma[:, None, None, None]**2 * jnp.eye(d)
-    chol = jnp.linalg.cholesky(cov)  # (B, K, D, D)
+    ev = alpha[:, None, None]**2 * self.cov_eigvals[None] + sigma[:, None, None]**2  # (B, K, D)
     diff = x[:, None, :] - alpha[:, None, None] * self.means[None]  # (B, K, D)
-    half = jax.scipy.linalg.solve_triangular(chol, diff[..., None], lower=True)[..., 0]
-    prec_diff = jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, -1, -2), half[..., None], lower=False)[..., 0]
-    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), -1)
-    log_comp = jnp.log(self.weights)[None] - 0.5 * (jnp.sum(half**2, -1) + logdet + d * math.log(2 * math.pi))
+    proj = jnp.einsum("kdj,bkd->bkj", self.cov_eigvecs, diff)
+    prec_diff = jnp.einsum("kdj,bkj->bkd", self.cov_eigvecs, proj / ev)
+    logdet = jnp.sum(jnp.log(ev), -1)
+    log_comp = jnp.log(self.weights)[None] - 0.5 * (jnp.sum(proj**2 / ev, -1) + logdet + d * math.log(2 * math.pi))
     return log_comp, prec_diff
 
   def _log_prob(self, x, alpha, sigma):
