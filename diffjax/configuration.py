@@ -9,12 +9,15 @@ A run config is an `ml_collections.ConfigDict` with these sections (VDM/score_sd
                 parametrization: "edm" (EDM preconditioning, `precond`, `sigma_data`) or the
                 network's prediction ("eps", "x0", "v", "score", "flow"); time_input: what the
                 network receives as its noise label when not EDM-preconditioned ("t", "t1000"
-                = 999 t as DDPM, "c_noise" = log(sigma / alpha) / 4 as EDM).
+                = 999 t as DDPM, "c_noise" = log(sigma / alpha) / 4 as EDM); label_dropout
+                (class-conditional models: probability of the null label in training, for
+                classifier-free guidance).
   loss          name ("edm", "score_matching", "eps", "v", "flow_matching"), options.
   optim         see `diffjax.training.default_optim_config()`.
   training      see `diffjax.training.default_training_config()`.
   sampling      sampler (see `diffjax.samplers.list_samplers()`), options, grid, grid_options,
-                num_steps, t_start / t_end (None: the process's range), use_ema, batch_size.
+                num_steps, t_start / t_end (None: the process's range), use_ema, batch_size,
+                guidance_scale (classifier-free guidance of class-conditional models).
   eval          n_samples, and the metrics computed on them.
   distributed   see `diffjax.training.default_distributed_config()`.
 
@@ -47,6 +50,7 @@ def get_default_config():
       precond="edm",  # edm / vp / ve (with parametrization="edm")
       sigma_data=0.5,
       time_input="c_noise",  # t / t1000 / c_noise (without EDM preconditioning)
+      label_dropout=0.0,  # class-conditional models: null-label probability (CFG training)
   )
   config.loss = d(name="edm", options=d())
   config.optim = training.default_optim_config()
@@ -61,6 +65,7 @@ def get_default_config():
       t_end=None,
       use_ema=True,
       batch_size=10_000,
+      guidance_scale=1.0,  # classifier-free guidance for class-conditional models (1 = off)
   )
   config.eval = d(n_samples=10_000, plot_samples=True)
   config.distributed = training.default_distributed_config()
@@ -119,5 +124,10 @@ def validate_config(config):
   _positive_int("sampling.num_steps", config.sampling.num_steps)
   _positive_int("sampling.batch_size", config.sampling.batch_size)
   _positive_int("eval.n_samples", config.eval.n_samples)
+  label_dropout = config.model.get("label_dropout", 0.0)
+  if not 0.0 <= label_dropout < 1.0:
+    raise ValueError(f"model.label_dropout must be in [0, 1), got {label_dropout!r}")
+  if label_dropout > 0 and config.model.options.get("num_classes") is None:
+    raise ValueError("model.label_dropout > 0 needs a class-conditional model (model.options.num_classes)")
   training.validate_optim_config(config.optim)
   training.validate_training_config(config.training)

@@ -87,9 +87,17 @@ def make_loss_fn(config, process, apply_fn):
   name, options = config.loss.name, config.loss.options.to_dict()
   conditional = config.model.options.get("num_classes") is not None
 
+  num_classes = config.model.options.get("num_classes")
+  label_dropout = config.model.get("label_dropout", 0.0)
+
   def loss_fn(params, batch, key):
     x0 = batch["x"]
     cond = batch.get("label") if conditional else None
+    if cond is not None and label_dropout > 0:
+      # Classifier-free guidance training (Ho & Salimans 2021): the null label num_classes with
+      # probability label_dropout.
+      key, k_drop = jax.random.split(key)
+      cond = jnp.where(jax.random.bernoulli(k_drop, label_dropout, cond.shape), num_classes, cond)
     if name == "edm":
       den = make_denoiser(config, process, apply_fn)
       loss, _ = losses.edm_loss(lambda x, s: den(params, x, s, cond), x0, key,
@@ -115,28 +123,44 @@ def make_time_grid(config, process):
                                  **s.grid_options.to_dict())
 
 
-def make_sampler(config, process, apply_fn, example_shape):
-  """`sample(params, key, n) -> (n, *example_shape)` unconditional samples with the configured sampler.
+def sample_labels(config, n, offset=0):
+  """Class labels of conditional samples: 0, 1, ..., num_classes - 1, repeated (balanced)."""
+  return (np.arange(offset, offset + n) % config.model.options.num_classes).astype(np.int32)
 
-  Each chunk of `sampling.batch_size` samples runs as one compiled sampling loop; a progress bar
-  shows the chunks.
+
+def make_sampler(config, process, apply_fn, example_shape):
+  """`sample(params, key, n) -> (n, *example_shape)` samples with the configured sampler.
+
+  Class-conditional models (`model.options.num_classes`) draw balanced labels (`sample_labels`)
+  with classifier-free guidance at `sampling.guidance_scale` (1 = plain conditional; the null
+  label is num_classes). Each chunk of `sampling.batch_size` samples runs as one compiled sampling
+  loop; a progress bar shows the chunks.
   """
   den = make_denoiser(config, process, apply_fn)
   sampler = samplers.get_sampler(config.sampling.sampler, **config.sampling.options.to_dict())
   ts = make_time_grid(config, process)
+  num_classes = config.model.options.get("num_classes")
+  scale = config.sampling.get("guidance_scale", 1.0)
 
   @functools.partial(jax.jit, static_argnames="n")
-  def sample_chunk(params, key, n):
+  def sample_chunk(params, key, n, labels):
     k_prior, k_sampler = jax.random.split(key)
     x = process.prior_sample(k_prior, (n,) + tuple(example_shape))
-    return sampler(lambda x, t: den(params, x, t), x, ts, process=process, key=k_sampler)
+    if num_classes is None:
+      denoiser = lambda x, t: den(params, x, t)
+    else:
+      guided = prm.classifier_free_guidance(lambda x, t, c: den(params, x, t, c), scale, num_classes)
+      denoiser = lambda x, t: guided(x, t, labels)
+    return sampler(denoiser, x, ts, process=process, key=k_sampler)
 
   def sample(params, key, n, *, progress=True):
     chunk = min(config.sampling.batch_size, n)
     out = []
     pieces = range(0, n, chunk)
     for i in tqdm(pieces, desc="sample", disable=not progress or len(pieces) == 1):
-      out.append(np.asarray(sample_chunk(params, jax.random.fold_in(key, i), min(chunk, n - i))))
+      m = min(chunk, n - i)
+      labels = None if num_classes is None else jnp.asarray(sample_labels(config, m, i))
+      out.append(np.asarray(sample_chunk(params, jax.random.fold_in(key, i), m, labels)))
     return np.concatenate(out)
 
   return sample
