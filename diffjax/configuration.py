@@ -9,7 +9,8 @@ A run config is an `ml_collections.ConfigDict` with these sections (VDM/score_sd
                 parametrization: "edm" (EDM preconditioning, `precond`, `sigma_data`) or the
                 network's prediction ("eps", "x0", "v", "score", "flow"); time_input: what the
                 network receives as its noise label when not EDM-preconditioned ("t", "t1000"
-                = 999 t as DDPM, "c_noise" = log(sigma / alpha) / 4 as EDM); label_dropout
+                = 999 t as DDPM, "c_noise" = log(sigma / alpha) / 4 as EDM, "ddpm_label" = the integer
+                label n of a vp_discrete process, (t - 1/N) N, as DiT/ADM); label_dropout
                 (class-conditional models: probability of the null label in training, for
                 classifier-free guidance).
   loss          name ("edm", "score_matching", "eps", "v", "flow_matching"), options.
@@ -27,7 +28,7 @@ naming the field and the valid choices.
 import ml_collections
 
 PARAMETRIZATIONS = ("edm", "eps", "x0", "v", "score", "flow")
-TIME_INPUTS = ("t", "t1000", "c_noise")
+TIME_INPUTS = ("t", "t1000", "c_noise", "ddpm_label")
 LOSS_NAMES = ("edm", "score_matching", "eps", "v", "flow_matching")
 
 
@@ -111,6 +112,9 @@ def validate_config(config):
     _choice("model.precond", config.model.precond, parametrization.PRECONDITIONINGS)
   else:
     _choice("model.time_input", config.model.time_input, TIME_INPUTS)
+    if config.model.time_input == "ddpm_label" and config.process.name != "vp_discrete":
+      raise ValueError("model.time_input='ddpm_label' needs process.name='vp_discrete', "
+                       f"got {config.process.name!r}")
   _choice("loss.name", config.loss.name, LOSS_NAMES)
   if config.loss.name == "edm" and config.process.name != "edm":
     raise ValueError(f"loss.name='edm' samples EDM noise levels and needs process.name='edm', "

@@ -52,6 +52,8 @@ def _time_input(config, process, t):
     return t
   if kind == "t1000":
     return 999.0 * t
+  if kind == "ddpm_label":
+    return process.model_time(t)
   return 0.25 * jnp.log(process.edm_sigma(t))
 
 

@@ -98,8 +98,26 @@ class ArrayDataset:
     self._perm = self._permutation(self._epoch)
 
 
-IMAGE_DATASETS = ("digits",)
+IMAGE_DATASETS = ("digits", "npz")
 TFDS_PREFIX = "tfds:"
+
+
+def load_npz(path=None, x_key="x", label_key="label", scale=1.0, mmap=True):
+  """Arrays from a `.npz` file: {"x": scale * file[x_key], ["label": file[label_key]]}.
+
+  For pre-extracted latents (e.g. SD-VAE latents of ImageNet stored NHWC as (N, 32, 32, 4) with
+  their class labels; `scale` = 0.18215 when the file holds raw VAE latents). See
+  `configs/dit/README.md` for how to prepare such a file.
+  """
+  if path is None:
+    raise ValueError("data.options.path must name the .npz file for data.name='npz'")
+  with np.load(path, mmap_mode="r" if mmap else None) as f:
+    if x_key not in f.files:
+      raise ValueError(f"data.options.x_key={x_key!r} is not in {path}; arrays there: {sorted(f.files)}")
+    out = {"x": np.asarray(f[x_key], np.float32) * np.float32(scale)}
+    if label_key is not None and label_key in f.files:
+      out["label"] = np.asarray(f[label_key], np.int32)
+  return out
 
 
 def list_datasets():
@@ -121,7 +139,8 @@ def make_dataset(data_config):
   """Builds the dataset named by `data_config.name` (see `list_datasets()`).
 
   Fields: name, batch_size (global), seed (default 0), options (forwarded: toy constructor
-  options; for digits `split`; for tfds the pipeline options).
+  options; for digits `split`; for npz `path`, `x_key`, `label_key`, `scale`; for tfds the
+  pipeline options).
   """
   _check_batch_size(data_config)
   name, seed = data_config.name, data_config.get("seed", 0)
@@ -130,6 +149,8 @@ def make_dataset(data_config):
     return ToyDataset(toy.get_toy(name, **options), data_config.batch_size, seed=seed)
   if name == "digits":
     return ArrayDataset(digits_lib.load_digits(**options), data_config.batch_size, seed=seed)
+  if name == "npz":
+    return ArrayDataset(load_npz(**options), data_config.batch_size, seed=seed)
   if name.startswith(TFDS_PREFIX):
     from diffjax.data import tfds_pipeline
     return tfds_pipeline.TfdsDataset(name[len(TFDS_PREFIX):], batch_size=data_config.batch_size,
@@ -152,6 +173,8 @@ def reference_samples(data_config, key, n):
     return np.asarray(dist.sample(key, n))
   if data_config.name == "digits":
     x = digits_lib.load_digits("all")["x"]
+  elif data_config.name == "npz":
+    x = load_npz(**_options(data_config))["x"]
   else:
     raise ValueError(f"reference samples for data.name={data_config.name!r} are not available")
   idx = np.asarray(jax.random.randint(key, (n,), 0, len(x)))
