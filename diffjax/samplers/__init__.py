@@ -18,7 +18,7 @@ the times `ts` (noise to data).
   sample_with_adjoint     AdjointDPM gradients through sampling                  adjoint.py
 """
 from diffjax.samplers.adjoint import sample_with_adjoint
-from diffjax.samplers.dc_solver import dc_solver, search_dc_ratios
+from diffjax.samplers.dc_solver import dc_solver, fit_cascade_polynomial, predict_dc_ratios, search_dc_ratios
 from diffjax.samplers.ddim import ddim
 from diffjax.samplers.dpm_solver import dpm_solver
 from diffjax.samplers.dpm_solver_v3 import EMS, compute_ems, dpm_solver_v3, load_ems, save_ems
@@ -32,5 +32,5 @@ from diffjax.samplers.unipc import unipc
 
 __all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "dpm_solver_v3", "EMS", "compute_ems", "load_ems", "save_ems", "unipc", "pf_ode", "pc",
            "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim", "time_shift_dpm_solver", "dc_solver",
-           "search_dc_ratios",
+           "search_dc_ratios", "fit_cascade_polynomial", "predict_dc_ratios",
            "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]
