@@ -1,3 +1,4 @@
-"""Metrics: sample-based distribution distances and mode coverage."""
+"""Metrics: sample-based distribution distances, mode coverage, Fréchet distance / KID / IS."""
 from diffjax.metrics.distances import energy_distance, mmd, mode_coverage, sliced_wasserstein
 from diffjax.metrics import digits_classifier
+from diffjax.metrics import fid
