@@ -59,3 +59,13 @@ def test_missing_latent_file_is_named():
   config = _load("dico/imagenet256_s.py")
   with pytest.raises(ValueError, match="data.options.path"):
     dj.data.make_dataset(config.data)
+
+
+@pytest.mark.parametrize("options", ["", "cond"])
+def test_edm_cifar10_config(options):
+  config = _load("edm/cifar10_ddpmpp.py", options)
+  configuration.validate_config(config)
+  model = nnx.eval_shape(lambda: dj.models.create(config.model.name, rngs=nnx.Rngs(0),
+                                                  **config.model.options.to_dict()))
+  assert dj.models.count_params(model) == (55_735_299 if options == "cond" else 55_733_891)
+  assert config.training.num_steps == 390_625 and config.sampling.num_steps == 18
