@@ -59,3 +59,15 @@ def test_tiny_networks(name):
   assert float(jnp.max(jnp.abs(m(x, c, jnp.array([0, 4, 9])) - out))) > 0
   with pytest.raises(ValueError, match="expects x of shape"):
     m(jnp.zeros((1, 16, 16, 1)), c[:1])
+
+
+def test_adm_imagenet64_parameter_count_and_zero_init():
+  m = nnx.eval_shape(lambda: dj.models.create("adm_imagenet64", rngs=nnx.Rngs(0)))
+  assert dj.models.count_params(m) == 295_899_267  # EDM's ADM ImageNet-64 (class-conditional)
+  tiny = dj.models.create("adm_tiny", rngs=nnx.Rngs(0), in_channels=1, num_classes=10)
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 8, 8, 1))
+  out = tiny(x, jnp.zeros(3), jnp.array([1, 2, 10]))
+  assert out.shape == x.shape and float(jnp.max(jnp.abs(out))) == 0.0  # zero-initialised output conv
+  # attention heads: C // 64, so the 32-channel level has none and the 64-channel level one
+  heads = {blk.out_features: blk.num_heads for blk in list(tiny.enc)[1:] if hasattr(blk, "num_heads")}
+  assert heads[64] == 1

@@ -8,7 +8,7 @@ Other architectures register themselves in their own modules with `register`.
 from diffjax.models import macs
 from diffjax.models.dico import DICO_SIZES, DiCo
 from diffjax.models.dit import DIT_SIZES, DiT, dit_kwargs
-from diffjax.models.edm_unets import EDM_CIFAR10, SongUNet
+from diffjax.models.edm_unets import EDM_CIFAR10, DhariwalUNet, SongUNet
 from diffjax.models.mlp import MLP
 from diffjax.models.registry import count_params, create, list_models, register, split_apply
 from diffjax.models.unet import UNet
@@ -34,7 +34,10 @@ _TINY_SONG = dict(img_resolution=8, model_channels=16, channel_mult=(1, 2), num_
                   dropout=0.0)
 register("ddpmpp_tiny", SongUNet, **{**EDM_CIFAR10["ddpmpp"], **_TINY_SONG, "augment_dim": 0})
 register("ncsnpp_tiny", SongUNet, **{**EDM_CIFAR10["ncsnpp"], **_TINY_SONG, "augment_dim": 0})
+register("adm_imagenet64", DhariwalUNet, img_resolution=64, label_dim=1000)  # EDM's ADM config (Table 7)
+register("adm_tiny", DhariwalUNet, img_resolution=8, model_channels=32, channel_mult=(1, 2), num_blocks=1,
+         attn_resolutions=(4,), dropout=0.0)
 register("unet_cond_tiny", UNet, ch=32, ch_mult=(1, 2), num_res_blocks=1, num_classes=10)
 register("dico_tiny", DiCo, hidden_size=24, depth=(2, 2, 2, 2, 2), mlp_ratio=2, num_classes=10, learn_sigma=False)
 
-__all__ = ["DiCo", "DiT", "SongUNet", "MLP", "UNet", "macs", "count_params", "create", "list_models", "register", "split_apply"]
+__all__ = ["DhariwalUNet", "DiCo", "DiT", "SongUNet", "MLP", "UNet", "macs", "count_params", "create", "list_models", "register", "split_apply"]

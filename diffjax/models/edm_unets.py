@@ -20,7 +20,8 @@ not exactly 0, at init) and the qkv convs xavier * sqrt(0.2). Group norms have m
 groups and eps 1e-6. Class labels are integers; the null label `label_dim` (classifier-free
 guidance) maps to the zero one-hot vector, as EDM's label dropout does.
 
-Not implemented here: EDM's ADM (`DhariwalUNet`) and the `skip` encoder/decoder types.
+`DhariwalUNet` is EDM's ADM (ImageNet-64 config: 295,899,267 parameters, class-conditional). Not
+implemented: the `skip` encoder/decoder types of SongUNet.
 """
 import math
 
@@ -77,26 +78,71 @@ def fir_upsample(x, resample_filter=(1, 1)):
                                       feature_group_count=c, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def _kaiming_torch_default():
+  """PyTorch's default layer init, EDM's ADM `init`: kaiming-uniform x sqrt(1/3) = U(+-1/sqrt(fan_in))."""
+  base = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+  return lambda key, shape, dtype=jnp.float32: base(key, shape, dtype) * math.sqrt(3.0)
+
+
+def _uniform_bias(fan_in):
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class _Style:
+  """Per-architecture settings of EDM's UNetBlock: SongUNet (DDPM++/NCSN++) or Dhariwal (ADM)."""
+
+  def __init__(self, adm):
+    self.adm = adm
+    self.eps = 1e-5 if adm else 1e-6
+    self.skip_scale = 1.0 if adm else math.sqrt(0.5)
+
+  def conv(self, cin, cout, k, rngs, kind="init"):
+    if not self.adm:
+      init = {"init": _INIT, "zero": _INIT_ZERO, "attn": _INIT_ATTN}[kind]
+      return _conv(cin, cout, k, rngs, init=init)
+    if kind == "zero":
+      return nnx.Conv(cin, cout, (k, k), padding="SAME", kernel_init=nnx.initializers.zeros,
+                      bias_init=nnx.initializers.zeros, rngs=rngs)
+    return nnx.Conv(cin, cout, (k, k), padding="SAME", kernel_init=_kaiming_torch_default(),
+                    bias_init=_uniform_bias(cin * k * k), rngs=rngs)
+
+  def linear(self, cin, cout, rngs, bias=True):
+    if not self.adm:
+      return _linear(cin, cout, rngs, bias=bias)
+    return nnx.Linear(cin, cout, kernel_init=_kaiming_torch_default(), bias_init=_uniform_bias(cin), use_bias=bias,
+                      rngs=rngs)
+
+  def norm(self, c, rngs):
+    return nnx.GroupNorm(c, num_groups=min(32, c // 4), epsilon=self.eps, rngs=rngs)
+
+
 class UNetBlock(nnx.Module):
-  """EDM's UNetBlock with SongUNet's settings (additive embedding, skip scale sqrt(1/2), one head)."""
+  """EDM's UNetBlock. SongUNet style: additive embedding, skip scale sqrt(1/2), 1x1 skip on every
+  resampling block, one attention head. ADM style (`adm=True`): adaptive scale/shift, skip scale 1,
+  plain resampling skips, C // 64 heads (levels under 64 channels get none)."""
 
   def __init__(self, cin, cout, emb_channels, *, up=False, down=False, attention=False, dropout=0.0,
-               resample_filter=(1, 1), rngs):
+               resample_filter=(1, 1), adm=False, rngs):
+    st = _Style(adm)
     self.up, self.down, self.resample_filter = up, down, tuple(resample_filter)
+    self.adm, self.skip_scale = adm, st.skip_scale
     self.out_features = cout
-    self.norm0 = _group_norm(cin, rngs)
-    self.conv0 = _conv(cin, cout, 3, rngs)
-    self.affine = _linear(emb_channels, cout, rngs)
-    self.norm1 = _group_norm(cout, rngs)
+    self.norm0 = st.norm(cin, rngs)
+    self.conv0 = st.conv(cin, cout, 3, rngs)
+    self.affine = st.linear(emb_channels, cout * (2 if adm else 1), rngs)
+    self.norm1 = st.norm(cout, rngs)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
-    self.conv1 = _conv(cout, cout, 3, rngs, init=_INIT_ZERO)
-    # resample_proj=True: a 1x1 skip conv whenever channels change or the block resamples
-    self.skip = _conv(cin, cout, 1, rngs) if (cin != cout or up or down) else None
-    self.attention = attention
-    if attention:
-      self.norm2 = _group_norm(cout, rngs)
-      self.qkv = _conv(cout, 3 * cout, 1, rngs, init=_INIT_ATTN)
-      self.proj = _conv(cout, cout, 1, rngs, init=_INIT_ZERO)
+    self.conv1 = st.conv(cout, cout, 3, rngs, "zero")
+    # SongUNet (resample_proj=True): a 1x1 skip conv whenever channels change or the block resamples;
+    # ADM: only when channels change (otherwise the skip is the plain resampling)
+    needs_conv = cin != cout or ((up or down) and not adm)
+    self.skip = st.conv(cin, cout, 1, rngs) if needs_conv else None
+    self.num_heads = (cout // 64 if adm else 1) if attention else 0
+    if self.num_heads:
+      self.norm2 = st.norm(cout, rngs)
+      self.qkv = st.conv(cout, 3 * cout, 1, rngs, "init" if adm else "attn")
+      self.proj = st.conv(cout, cout, 1, rngs, "zero")
 
   def _resample(self, x):
     if self.up:
@@ -108,18 +154,26 @@ class UNetBlock(nnx.Module):
   def __call__(self, x, emb):
     orig = x
     h = self.conv0(self._resample(nnx.silu(self.norm0(x))))
-    h = nnx.silu(self.norm1(h + self.affine(emb)[:, None, None]))
+    params = self.affine(emb)[:, None, None]
+    if self.adm:
+      scale, shift = jnp.split(params, 2, axis=-1)
+      h = nnx.silu(shift + self.norm1(h) * (scale + 1))
+    else:
+      h = nnx.silu(self.norm1(h + params))
     h = self.conv1(self.dropout(h))
-    skip = self.skip(self._resample(orig)) if self.skip is not None else orig
-    x = (h + skip) * math.sqrt(0.5)
-    if self.attention:
+    skip = self._resample(orig)
+    if self.skip is not None:
+      skip = self.skip(skip)
+    x = (h + skip) * self.skip_scale
+    if self.num_heads:
       b, hh, ww, c = x.shape
-      # channel layout of the reference's reshape(N, C, 3, HW): q, k, v interleaved per channel
-      qkv = self.qkv(self.norm2(x)).reshape(b, hh * ww, c, 3)
+      nh = self.num_heads
+      # channel layout of the reference's reshape(N * heads, C / heads, 3, HW)
+      qkv = self.qkv(self.norm2(x)).reshape(b, hh * ww, nh, c // nh, 3)
       q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
-      w = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k / math.sqrt(c)), axis=-1)
-      a = jnp.einsum("bqk,bkc->bqc", w, v).reshape(b, hh, ww, c)
-      x = (self.proj(a) + x) * math.sqrt(0.5)
+      w = jax.nn.softmax(jnp.einsum("bqhc,bkhc->bhqk", q, k / math.sqrt(c // nh)), axis=-1)
+      a = jnp.einsum("bhqk,bkhc->bqhc", w, v).reshape(b, hh, ww, c)
+      x = (self.proj(a) + x) * self.skip_scale
     return x
 
 
@@ -255,6 +309,97 @@ def _residual_down(conv, x, resample_filter):
   x = jax.lax.conv_general_dilated(x, kernel, (2, 2), ((0, 0), (0, 0)), feature_group_count=c,
                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
   return x + conv.bias[...]
+
+
+class DhariwalUNet(nnx.Module):
+  """`DhariwalUNet(x, c_noise, cond=None)`: EDM's reimplementation of ADM (Dhariwal & Nichol 2021).
+
+  Positional [cos, sin] noise features -> SiLU(Linear) -> Linear, + Linear(one-hot labels) (no bias),
+  SiLU; encoder/decoder of ADM-style UNetBlocks (adaptive scale, C // 64 attention heads at
+  `attn_resolutions`, every decoder block at those resolutions attends); GN - SiLU - conv3x3 output,
+  exactly 0 at init (zero-initialised output conv). PyTorch-default init elsewhere.
+  """
+
+  def __init__(self, in_channels=3, *, img_resolution=64, label_dim=0, augment_dim=0, model_channels=192,
+               channel_mult=(1, 2, 3, 4), channel_mult_emb=4, num_blocks=3, attn_resolutions=(32, 16, 8),
+               dropout=0.10, num_classes=None, rngs):
+    label_dim = num_classes or label_dim
+    st = _Style(True)
+    self.in_channels, self.img_resolution = in_channels, img_resolution
+    self.label_dim, self.model_channels, self.augment_dim = label_dim, model_channels, augment_dim
+    emb_channels = model_channels * channel_mult_emb
+    self.map_augment = (nnx.Linear(augment_dim, model_channels, use_bias=False, kernel_init=nnx.initializers.zeros,
+                                   rngs=rngs) if augment_dim else None)
+    self.map_layer0 = st.linear(model_channels, emb_channels, rngs)
+    self.map_layer1 = st.linear(emb_channels, emb_channels, rngs)
+    self.map_label = (nnx.Linear(label_dim, emb_channels, use_bias=False,
+                                 kernel_init=nnx.initializers.variance_scaling(float(label_dim), "fan_in", "normal"),
+                                 rngs=rngs) if label_dim else None)
+    block = lambda cin, cout, **kw: UNetBlock(cin, cout, emb_channels, dropout=dropout, adm=True, rngs=rngs, **kw)
+    self.enc = nnx.List()
+    self.enc_is_conv = []
+    cout = in_channels
+    for level, mult in enumerate(channel_mult):
+      res = img_resolution >> level
+      if level == 0:
+        self.enc.append(st.conv(cout, model_channels * mult, 3, rngs))
+        self.enc_is_conv.append(True)
+        cout = model_channels * mult
+      else:
+        self.enc.append(block(cout, cout, down=True))
+        self.enc_is_conv.append(False)
+      for _ in range(num_blocks):
+        cin, cout = cout, model_channels * mult
+        self.enc.append(block(cin, cout, attention=res in attn_resolutions))
+        self.enc_is_conv.append(False)
+    skip_channels = [m.out_features for m in self.enc]
+    self.dec = nnx.List()
+    self.dec_concat = []
+    for level, mult in reversed(list(enumerate(channel_mult))):
+      res = img_resolution >> level
+      if level == len(channel_mult) - 1:
+        self.dec.append(block(cout, cout, attention=True))
+        self.dec.append(block(cout, cout))
+        self.dec_concat += [False, False]
+      else:
+        self.dec.append(block(cout, cout, up=True))
+        self.dec_concat.append(False)
+      for _ in range(num_blocks + 1):
+        cin = cout + skip_channels.pop()
+        cout = model_channels * mult
+        self.dec.append(block(cin, cout, attention=res in attn_resolutions))
+        self.dec_concat.append(True)
+    self.out_norm = st.norm(cout, rngs)
+    self.out_conv = st.conv(cout, in_channels, 3, rngs, "zero")
+
+  def __call__(self, x, c_noise, cond=None, augment_labels=None):
+    if x.ndim != 4 or x.shape[1:] != (self.img_resolution, self.img_resolution, self.in_channels):
+      raise ValueError(f"DhariwalUNet expects x of shape (batch, {self.img_resolution}, {self.img_resolution}, "
+                       f"{self.in_channels}), got {x.shape}")
+    c_noise = jnp.broadcast_to(jnp.asarray(c_noise, x.dtype), (x.shape[0],))
+    half = self.model_channels // 2
+    freqs = (1.0 / 10_000) ** (jnp.arange(half, dtype=jnp.float32) / half)  # endpoint=False
+    args = c_noise[:, None] * freqs[None]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if self.map_augment is not None and augment_labels is not None:
+      emb = emb + self.map_augment(augment_labels)
+    emb = self.map_layer1(nnx.silu(self.map_layer0(emb)))
+    if self.map_label is not None:
+      onehot = (jnp.zeros((x.shape[0], self.label_dim), x.dtype) if cond is None
+                else jax.nn.one_hot(cond, self.label_dim, dtype=x.dtype))
+      emb = emb + self.map_label(onehot)
+    elif cond is not None:
+      raise ValueError("a class label was given to a DhariwalUNet built without label_dim")
+    emb = nnx.silu(emb)
+    skips = []
+    for module, is_conv in zip(self.enc, self.enc_is_conv):
+      x = module(x) if is_conv else module(x, emb)
+      skips.append(x)
+    for module, concat in zip(self.dec, self.dec_concat):
+      if concat:
+        x = jnp.concatenate([x, skips.pop()], axis=-1)
+      x = module(x, emb)
+    return self.out_conv(nnx.silu(self.out_norm(x)))
 
 
 EDM_CIFAR10 = {
