@@ -9,6 +9,7 @@ from diffjax.models import macs
 from diffjax.models.dico import DICO_SIZES, DiCo
 from diffjax.models.dit import DIT_SIZES, DiT, dit_kwargs
 from diffjax.models.edm_unets import EDM_CIFAR10, DhariwalUNet, SongUNet
+from diffjax.models.edm_unets import register_models as _register_edm_models
 from diffjax.models.mlp import MLP
 from diffjax.models.registry import count_params, create, list_models, register, split_apply
 from diffjax.models.unet import UNet
@@ -27,16 +28,8 @@ for _size, _kwargs in DICO_SIZES.items():
   register(f"dico_{_size}", DiCo, **_kwargs)
 register("dit_tiny", DiT, input_size=8, patch_size=2, hidden_size=96, depth=4, num_heads=4, num_classes=10,
          learn_sigma=False)
-# EDM's DDPM++ / NCSN++ CIFAR-10 networks (Karras et al. 2022, with the 9 augment labels) and tiny ones.
-register("ddpmpp_cifar10", SongUNet, **EDM_CIFAR10["ddpmpp"])
-register("ncsnpp_cifar10", SongUNet, **EDM_CIFAR10["ncsnpp"])
-_TINY_SONG = dict(img_resolution=8, model_channels=16, channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,),
-                  dropout=0.0)
-register("ddpmpp_tiny", SongUNet, **{**EDM_CIFAR10["ddpmpp"], **_TINY_SONG, "augment_dim": 0})
-register("ncsnpp_tiny", SongUNet, **{**EDM_CIFAR10["ncsnpp"], **_TINY_SONG, "augment_dim": 0})
-register("adm_imagenet64", DhariwalUNet, img_resolution=64, label_dim=1000)  # EDM's ADM config (Table 7)
-register("adm_tiny", DhariwalUNet, img_resolution=8, model_channels=32, channel_mult=(1, 2), num_blocks=1,
-         attn_resolutions=(4,), dropout=0.0)
+# EDM's DDPM++ / NCSN++ (CIFAR-10, with the 9 augment labels; `_cond`) and ADM (ImageNet-64), + tiny ones.
+_register_edm_models()
 register("unet_cond_tiny", UNet, ch=32, ch_mult=(1, 2), num_res_blocks=1, num_classes=10)
 register("dico_tiny", DiCo, hidden_size=24, depth=(2, 2, 2, 2, 2), mlp_ratio=2, num_classes=10, learn_sigma=False)
 
