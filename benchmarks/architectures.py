@@ -84,10 +84,12 @@ def main():
     rows.append((size, dico, dit, a, b))
     print(size, a, b, flush=True)
   lines = ["# DiCo vs DiT throughput (32x32x4 latents)", "",
-           f"Produced by `python benchmarks/architectures.py{' --quick' if args.quick else ''}` (one run; "
+           f"Produced by `python benchmarks/architectures.py{' --quick' if args.quick else ''}"
+           f"{f' --batch {args.batch}' if args.batch != 8 else ''}` (one run; "
            f"{platform.machine()}, {os.cpu_count()} CPU cores, JAX {jax.__version__}, backend "
            f"{jax.default_backend()}); batch {args.batch}, float32, median of {repeats} timed calls after a "
-           "warm-up. Forward: the jitted model call; train step: EDM loss, backward and Adam update.", "",
+           "warm-up. Forward: the jitted model call; train step: EDM loss, backward and Adam update. DiT "
+           "parameter counts exclude the fixed position embedding (a non-trainable variable here).", "",
            "| size | model | parameters | GMACs / image | forward images/s | train-step images/s |",
            "|---|---|---|---|---|---|"]
   for size, dico, dit, a, b in rows:
