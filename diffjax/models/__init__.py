@@ -5,7 +5,7 @@
 
 Other architectures register themselves in their own modules with `register`.
 """
-from diffjax.models import macs
+from diffjax.models import dico, dit, macs
 from diffjax.models.dico import DICO_SIZES, DiCo
 from diffjax.models.dit import DIT_SIZES, DiT, dit_kwargs
 from diffjax.models.edm_unets import EDM_CIFAR10, DhariwalUNet, SongUNet
@@ -21,16 +21,10 @@ register("unet_digits", UNet, ch=32, ch_mult=(1, 2), num_res_blocks=2, attn_reso
 register("unet_small", UNet, ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,), resolution=32)
 # DiT (Peebles & Xie 2023) and DiCo (Ai et al. 2025) on 32x32x4 SD-VAE latents (256x256 images),
 # 1000 classes, learned sigma, as the papers; `*_tiny` for class-conditional 8x8 digits.
-for _size in DIT_SIZES:
-  for _patch in (2, 4, 8):
-    register(f"dit_{_size}_{_patch}", DiT, **dit_kwargs(_size, _patch))
-for _size, _kwargs in DICO_SIZES.items():
-  register(f"dico_{_size}", DiCo, **_kwargs)
-register("dit_tiny", DiT, input_size=8, patch_size=2, hidden_size=96, depth=4, num_heads=4, num_classes=10,
-         learn_sigma=False)
+dit.register_all()
+dico.register_all()
 # EDM's DDPM++ / NCSN++ (CIFAR-10, with the 9 augment labels; `_cond`) and ADM (ImageNet-64), + tiny ones.
 _register_edm_models()
 register("unet_cond_tiny", UNet, ch=32, ch_mult=(1, 2), num_res_blocks=1, num_classes=10)
-register("dico_tiny", DiCo, hidden_size=24, depth=(2, 2, 2, 2, 2), mlp_ratio=2, num_classes=10, learn_sigma=False)
 
 __all__ = ["DhariwalUNet", "DiCo", "DiT", "SongUNet", "MLP", "UNet", "macs", "count_params", "create", "list_models", "register", "split_apply"]
