@@ -84,8 +84,12 @@ def _native_net(config, process, apply_fn, params, cond):
   return net, config.model.parametrization
 
 
-def make_loss_fn(config, process, apply_fn):
-  """`loss_fn(params, batch, key) -> (loss, aux)` for the train step; batch = {"x", ["label"]}."""
+def make_loss_fn(config, process, apply_fn, train_apply_fn=None):
+  """`loss_fn(params, batch, key) -> (loss, aux)` for the train step; batch = {"x", ["label"]}.
+
+  With `train_apply_fn(params, x, t, cond=None, *, key)` (`models.split_train_apply`) the network
+  runs in training mode, its dropout masks drawn from a key split off the step's key.
+  """
   name, options = config.loss.name, config.loss.options.to_dict()
   conditional = config.model.options.get("num_classes") is not None
 
@@ -94,6 +98,10 @@ def make_loss_fn(config, process, apply_fn):
 
   def loss_fn(params, batch, key):
     x0 = batch["x"]
+    net_fn = apply_fn
+    if train_apply_fn is not None:
+      key, k_dropout = jax.random.split(key)
+      net_fn = functools.partial(train_apply_fn, key=k_dropout)
     cond = batch.get("label") if conditional else None
     if cond is not None and label_dropout > 0:
       # Classifier-free guidance training (Ho & Salimans 2021): the null label num_classes with
@@ -101,11 +109,11 @@ def make_loss_fn(config, process, apply_fn):
       key, k_drop = jax.random.split(key)
       cond = jnp.where(jax.random.bernoulli(k_drop, label_dropout, cond.shape), num_classes, cond)
     if name == "edm":
-      den = make_denoiser(config, process, apply_fn)
+      den = make_denoiser(config, process, net_fn)
       loss, _ = losses.edm_loss(lambda x, s: den(params, x, s, cond), x0, key,
                                 sigma_data=config.model.sigma_data, **options)
       return loss, {}
-    net, native = _native_net(config, process, apply_fn, params, cond)
+    net, native = _native_net(config, process, net_fn, params, cond)
     if name == "flow_matching":
       flow_net = lambda x, t: prm.convert(net(x, t), x, t, process, source=native, target="flow")
       loss, _ = losses.flow_matching_loss(flow_net, x0, key, process=process, **options)
@@ -181,7 +189,10 @@ class Run:
     self.example_shape = tuple(self.dataset.example_shape)
     model = build_model(config, self.example_shape, nnx.Rngs(config.seed))
     self.apply_fn, params = models.split_apply(model)
-    self.loss_fn = make_loss_fn(config, self.process, self.apply_fn)
+    # Dropout acts in training only, and only when the model has some (EDM's 0.13, ADM's 0.1);
+    # without it the step's key is used exactly as before.
+    train_apply_fn = models.split_train_apply(model)[0] if models.dropout_rate(model) > 0 else None
+    self.loss_fn = make_loss_fn(config, self.process, self.apply_fn, train_apply_fn)
     self.optimizer, self.train_step = training.build_train_step(self.loss_fn, config)
     self.initial_state = training.TrainState.create(params, self.optimizer,
                                                     jax.random.PRNGKey(config.seed + 1))

@@ -1,4 +1,5 @@
-"""Models by name: `create(name, *, rngs, **overrides)`, `register`, `count_params`, `split_apply`."""
+"""Models by name: `create(name, *, rngs, **overrides)`, `register`, `count_params`, `split_apply`,
+`split_train_apply` (dropout active, pure in an explicit key)."""
 import inspect
 
 import jax
@@ -45,12 +46,18 @@ def count_params(model):
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
+def dropout_rate(model):
+  """The largest `nnx.Dropout` rate in the model (0.0 if it has none)."""
+  rates = [m.rate for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Dropout)]
+  return max(rates, default=0.0)
+
+
 def split_apply(model):
   """Splits an NNX model into a pure `apply_fn(params, x, t, cond=None)` and its `params`.
 
   The non-parameter state (fixed Fourier frequencies, ...) is closed over. The model is put in
   evaluation mode first, so dropout is off in `apply_fn` (DESIGN principle 5: models enter the
-  numerical core as pure functions).
+  numerical core as pure functions). `split_train_apply` is the training-mode counterpart.
 
   Returns:
     (apply_fn, params) with params an `nnx.State` of the model's `nnx.Param`s.
@@ -60,5 +67,30 @@ def split_apply(model):
 
   def apply_fn(params, x, t, cond=None):
     return nnx.merge(graphdef, params, rest)(x, t, cond)
+
+  return apply_fn, params
+
+
+def split_train_apply(model):
+  """Like `split_apply`, in training mode: `apply_fn(params, x, t, cond=None, *, key)`.
+
+  Dropout is active and its masks are drawn from `key`: the i-th `nnx.Dropout` of the model gets a
+  fresh stream seeded with `fold_in(key, i)` (the model's own, stateful streams are not touched), so
+  the function stays pure: the same key gives the same masks. The model itself is left in
+  evaluation mode.
+
+  Returns:
+    (apply_fn, params), params as `split_apply`'s.
+  """
+  model.eval()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def apply_fn(params, x, t, cond=None, *, key):
+    module = nnx.merge(graphdef, params, rest)
+    module.train()
+    dropouts = [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Dropout)]
+    for i, layer in enumerate(dropouts):
+      layer.rngs = nnx.RngStream(jax.random.fold_in(key, i), tag="dropout")
+    return module(x, t, cond)
 
   return apply_fn, params

@@ -59,7 +59,8 @@ class UNet(nnx.Module):
     attn_resolutions: spatial sizes (H) at which self-attention follows each block; needs
       `resolution`, the input size H the model is built for.
     dropout: dropout rate inside residual blocks (active only when the module is in train mode
-      via `model.train()`; `split_apply` runs it deterministically unless given an rng).
+      via `model.train()`; `split_apply` runs it deterministically, `split_train_apply` with masks
+      from an explicit key; the trainer uses the latter whenever the rate is > 0).
     num_classes: if set, class-conditional (label `num_classes` is the null label).
     out_channels: output channels (default `in_channels`).
   """
