@@ -68,7 +68,8 @@ class ArrayDataset:
     self._slice = _host_slice(batch_size, process_index, process_count)
     self.global_batch_size = batch_size
     self.batch_size = batch_size // process_count
-    self.example_shape = tuple(arrays["x"].shape[1:])
+    first = arrays["x"] if "x" in arrays else next(iter(arrays.values()))
+    self.example_shape = tuple(first.shape[1:])  # of "x" (else of the first array)
     self.seed, self.shuffle = seed, shuffle
     self._epoch, self._batch = 0, 0
     self._perm = self._permutation(0)
