@@ -1,0 +1,19 @@
+"""Diffusion-DPO (Wallace et al. 2024) on the digits preference task; settings in configs/preference/_common.py.
+
+  python -m diffjax.finetune.main --config=configs/diffusion_dpo/digits.py --workdir=/tmp/diffusion_dpo_digits
+
+
+Official loss (-beta/2 scaling, eps-MSE averaged over dims, shared t and noise); pairs from disjoint
+halves of the reference's 4-image lists, labelled by win counts over the task's two rewards.
+beta is swept by experiments/preference.py.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "preference"))
+from _common import parse, toy_config  # noqa: E402
+
+
+def get_config(options=""):
+  return toy_config("diffusion_dpo", "digits", parse(options, "diffusion_dpo/digits"), beta=1000.0,
+                    loss_type="sigmoid", scaling="official")
