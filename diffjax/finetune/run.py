@@ -282,6 +282,9 @@ def finetune(config, workdir, *, task=None, progress=True):
   data_samples = _data_samples(base, task, n_eval, jax.random.PRNGKey(config.seed + 14))
 
   def evaluate(p):
+    # Always against the base model: DDO's rounds move their own reference, the divergence reported
+    # is from where fine-tuning started.
+    p = with_frozen_reference(p[POLICY], base.params)
     metrics, samples = evaluation.evaluate_policy(base.denoiser, p, eval_key, eval_cond, eval_shape,
                                                   process=base.process, ts=ts, reward_fn=task.reward_fn,
                                                   accuracy_fn=task.accuracy_fn, mixture=task.mixture,
