@@ -29,7 +29,9 @@ import ml_collections
 
 PARAMETRIZATIONS = ("edm", "eps", "x0", "v", "score", "flow")
 TIME_INPUTS = ("t", "t1000", "c_noise", "ddpm_label")
-LOSS_NAMES = ("edm", "score_matching", "eps", "v", "flow_matching")
+LOSS_NAMES = ("edm", "score_matching", "eps", "v", "flow_matching", "hybrid")
+# Samplers that need the raw network (a learned variance), not a denoiser: built in experiment.make_sampler.
+NETWORK_SAMPLERS = ("ddpm_learned_variance",)
 
 
 def d(**kwargs):
@@ -119,11 +121,26 @@ def validate_config(config):
   if config.loss.name == "edm" and config.process.name != "edm":
     raise ValueError(f"loss.name='edm' samples EDM noise levels and needs process.name='edm', "
                      f"got process.name={config.process.name!r}")
-  _choice("sampling.sampler", config.sampling.sampler, samplers.list_samplers())
-  try:
-    samplers.get_sampler(config.sampling.sampler, **config.sampling.options.to_dict())
-  except ValueError as e:
-    raise ValueError(f"sampling.options: {e}") from None
+  learn_sigma = bool(config.model.options.get("learn_sigma", False))
+  if config.loss.name == "hybrid":
+    if config.process.name != "vp_discrete" or config.model.parametrization != "eps" or not learn_sigma:
+      raise ValueError("loss.name='hybrid' (L_simple + L_vlb, learned variance) needs process.name='vp_discrete', "
+                       "model.parametrization='eps' and model.options.learn_sigma=True; got "
+                       f"{config.process.name!r}, {config.model.parametrization!r}, learn_sigma={learn_sigma}")
+  _choice("sampling.sampler", config.sampling.sampler, samplers.list_samplers() + list(NETWORK_SAMPLERS))
+  if config.sampling.sampler in NETWORK_SAMPLERS:
+    if not learn_sigma or config.process.name != "vp_discrete":
+      raise ValueError(f"sampling.sampler={config.sampling.sampler!r} needs model.options.learn_sigma=True and "
+                       f"process.name='vp_discrete'")
+    unknown = sorted(set(config.sampling.options) - {"clip_denoised"})
+    if unknown:
+      raise ValueError(f"sampling.options: unknown option(s) {unknown} for {config.sampling.sampler!r}; "
+                       "valid options: ['clip_denoised'] (sampling.num_steps is the respacing)")
+  else:
+    try:
+      samplers.get_sampler(config.sampling.sampler, **config.sampling.options.to_dict())
+    except ValueError as e:
+      raise ValueError(f"sampling.options: {e}") from None
   _choice("sampling.grid", config.sampling.grid, timesteps.GRIDS)
   _positive_int("sampling.num_steps", config.sampling.num_steps)
   _positive_int("sampling.batch_size", config.sampling.batch_size)

@@ -66,9 +66,18 @@ def make_denoiser(config, process, apply_fn):
   else:
     def denoiser(params, x, t, cond=None):
       t = jnp.broadcast_to(t, (x.shape[0],))
-      out = apply_fn(params, x, _time_input(config, process, t), cond)
+      out = _prediction(config, apply_fn(params, x, _time_input(config, process, t), cond))
       return prm.to_x0(out, x, t, process, config.model.parametrization)
   return denoiser
+
+
+def _learn_sigma(config):
+  return bool(config.model.options.get("learn_sigma", False))
+
+
+def _prediction(config, out):
+  """The prediction channels of the network output (the first half when it also learns the variance)."""
+  return out[..., :out.shape[-1] // 2] if _learn_sigma(config) else out
 
 
 def _precond_options(config):
@@ -80,7 +89,7 @@ def _native_net(config, process, apply_fn, params, cond):
   if config.model.parametrization == "edm":
     den = make_denoiser(config, process, apply_fn)
     return (lambda x, t: den(params, x, t, cond)), "x0"
-  net = lambda x, t: apply_fn(params, x, _time_input(config, process, t), cond)
+  net = lambda x, t: _prediction(config, apply_fn(params, x, _time_input(config, process, t), cond))
   return net, config.model.parametrization
 
 
@@ -113,6 +122,11 @@ def make_loss_fn(config, process, apply_fn, train_apply_fn=None):
       loss, _ = losses.edm_loss(lambda x, s: den(params, x, s, cond), x0, key,
                                 sigma_data=config.model.sigma_data, **options)
       return loss, {}
+    if name == "hybrid":
+      # Improved DDPM / ADM / DiT: L_simple + L_vlb with the learned-range variance.
+      model_fn = lambda x_t, t_int: net_fn(params, x_t, t_int.astype(x_t.dtype), cond)
+      loss, aux = losses.hybrid_loss(model_fn, x0, key, process=process, **options)
+      return loss, {"mse": aux["mse"], "vb": aux["vb"]}
     net, native = _native_net(config, process, net_fn, params, cond)
     if name == "flow_matching":
       flow_net = lambda x, t: prm.convert(net(x, t), x, t, process, source=native, target="flow")
@@ -147,15 +161,36 @@ def make_sampler(config, process, apply_fn, example_shape):
   loop; a progress bar shows the chunks.
   """
   den = make_denoiser(config, process, apply_fn)
-  sampler = samplers.get_sampler(config.sampling.sampler, **config.sampling.options.to_dict())
-  ts = make_time_grid(config, process)
   num_classes = config.model.options.get("num_classes")
   scale = config.sampling.get("guidance_scale", 1.0)
+  network_sampler = config.sampling.sampler == "ddpm_learned_variance"
+  if not network_sampler:
+    sampler = samplers.get_sampler(config.sampling.sampler, **config.sampling.options.to_dict())
+    ts = make_time_grid(config, process)
+
+  def learned_variance_chunk(params, key, x, labels):
+    """DiT's sampling: ancestral steps with the learned variance, CFG on the eps channels only."""
+    def model_fn(x_t, t_int):
+      t_in = t_int.astype(x_t.dtype)
+      if num_classes is None:
+        return apply_fn(params, x_t, t_in)
+      out_c = apply_fn(params, x_t, t_in, labels)
+      if scale == 1.0:
+        return out_c
+      out_u = apply_fn(params, x_t, t_in, jnp.full_like(labels, num_classes))
+      c = out_c.shape[-1] // 2
+      eps = out_u[..., :c] + scale * (out_c[..., :c] - out_u[..., :c])
+      return jnp.concatenate([eps, out_c[..., c:]], axis=-1)
+    return samplers.learned_variance.ddpm_learned_variance(
+        model_fn, x, process=process, key=key, num_steps=config.sampling.num_steps,
+        **config.sampling.options.to_dict())
 
   @functools.partial(jax.jit, static_argnames="n")
   def sample_chunk(params, key, n, labels):
     k_prior, k_sampler = jax.random.split(key)
     x = process.prior_sample(k_prior, (n,) + tuple(example_shape))
+    if network_sampler:
+      return learned_variance_chunk(params, k_sampler, x, labels)
     if num_classes is None:
       denoiser = lambda x, t: den(params, x, t)
     else:

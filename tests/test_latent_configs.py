@@ -31,9 +31,19 @@ def test_latent_configs_validate_and_build(relpath):
                                                   **config.model.options.to_dict()))
   assert dj.models.count_params(model) > 30_000_000
   assert config.model.label_dropout == 0.1 and config.optim.lr == 1e-4 and config.data.batch_size == 256
+  assert config.model.options.learn_sigma and config.loss.name == "hybrid"
+  assert config.sampling.sampler == "ddpm_learned_variance" and config.sampling.num_steps == 250
 
 
-def test_latent_pipeline_end_to_end(tmp_path):
+def test_hybrid_loss_needs_learned_sigma():
+  config = _load("dit/imagenet256_xl2.py")
+  config.model.options.learn_sigma = False
+  with pytest.raises(ValueError, match="learn_sigma"):
+    configuration.validate_config(config)
+
+
+@pytest.mark.parametrize("learn_sigma", [True, False], ids=["hybrid_learned_variance", "eps_ancestral"])
+def test_latent_pipeline_end_to_end(tmp_path, learn_sigma):
   rng = np.random.default_rng(0)
   path = str(tmp_path / "latents.npz")
   np.savez(path, x=rng.standard_normal((64, 8, 8, 4)).astype(np.float32), label=rng.integers(0, 10, 64))
@@ -41,7 +51,10 @@ def test_latent_pipeline_end_to_end(tmp_path):
   config.data.options.path = path
   config.data.batch_size = 16
   config.model.name = "dit_tiny"
-  config.model.options = configuration.d(num_classes=10, learn_sigma=False)
+  config.model.options = configuration.d(num_classes=10, learn_sigma=learn_sigma)
+  if not learn_sigma:  # the fixed-variance recipe: eps loss, ancestral DDPM steps
+    config.loss = configuration.d(name="eps", options=configuration.d(reduce="mean"))
+    config.sampling.sampler, config.sampling.options = "ancestral", configuration.d()
   config.training.num_steps = 2
   config.training.ckpt_every = 2
   config.training.sample_every = 0

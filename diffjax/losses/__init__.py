@@ -4,3 +4,8 @@ from diffjax.losses.score_matching import (edm_loss, eps_loss, flow_matching_los
                                            score_matching_loss, v_loss)
 from diffjax.losses import repa
 from diffjax.losses.repa import Projector, repa_alignment_loss, repa_loss
+from diffjax.losses import vlb
+from diffjax.losses.vlb import hybrid_loss, vb_terms_bpd
+from diffjax.losses import preference
+from diffjax.losses.preference import (d3po_loss, ddo_loss, diffusion_dpo, kto_loss, preference_loss, rank_dpo,
+                                       sft_loss, spo_loss)

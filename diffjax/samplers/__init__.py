@@ -34,3 +34,9 @@ __all__ = ["euler", "heun", "euler_maruyama", "ddim", "dpm_solver", "dpm_solver_
            "reverse_diffusion", "ancestral", "langevin", "time_shift_ddim", "time_shift_dpm_solver", "dc_solver",
            "search_dc_ratios", "fit_cascade_polynomial", "predict_dc_ratios",
            "sample_with_adjoint", "get_sampler", "list_samplers", "register", "sample"]
+from diffjax.samplers import learned_variance, transition_logprob
+from diffjax.samplers.learned_variance import ddpm_learned_variance
+from diffjax.samplers.transition_logprob import ddim_step_with_logprob, path_kl, sample_trajectory
+
+__all__ += ["learned_variance", "transition_logprob", "ddpm_learned_variance", "ddim_step_with_logprob", "path_kl",
+            "sample_trajectory"]
