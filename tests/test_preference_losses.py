@@ -433,3 +433,12 @@ def test_losses_jit_with_traced_beta(x64):
   g = jax.jit(lambda lp, pref: pl.d3po_loss(lp, lp * 0, lp, lp * 0, pref, beta=1.0)[0])
   np.testing.assert_allclose(g(e * 0.01, jnp.array([1, -1, 0, 1])),
                              pl.d3po_loss(e * 0.01, e * 0, e * 0.01, e * 0, jnp.array([1, -1, 0, 1]), beta=1.0)[0])
+
+
+def test_clipped_logratio_has_a_finite_zero_gradient_for_huge_ratios():
+  """The ratio exp(400) overflows float32; the clipped log-ratio and its gradient stay exact."""
+  from diffjax.losses.preference import clipped_logratio
+  lp = jnp.array([400.0, -400.0, 0.05], jnp.float32)
+  value, grad = jax.value_and_grad(lambda a: jnp.sum(clipped_logratio(a, jnp.zeros(3, jnp.float32), 0.1)))(lp)
+  np.testing.assert_allclose(clipped_logratio(lp, jnp.zeros(3, jnp.float32), 0.1), [np.log(1.1), np.log(0.9), 0.05], rtol=1e-6)
+  np.testing.assert_array_equal(grad, [0.0, 0.0, 1.0])

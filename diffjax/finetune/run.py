@@ -272,7 +272,8 @@ def finetune(config, workdir, *, task=None, progress=True):
   train_step = training.make_train_step(loss_fn, optimizer, ema_decay=c["ema_decay"], nonfinite=c["nonfinite"],
                                         n_steps=c["n_jitted_steps"],
                                         lr_schedule=training.make_lr_schedule(config.optim))
-  params = with_frozen_reference(base.params)
+  # Copies: the train loop donates the state's buffers, and base.params stays the evaluation reference.
+  params = with_frozen_reference(jax.tree.map(jnp.copy, base.params))
   state = training.TrainState.create(params, optimizer, jax.random.PRNGKey(config.seed + 11))
   eval_key = jax.random.PRNGKey(config.seed + 12)
   n_eval = config.eval.n_samples

@@ -389,11 +389,16 @@ def clipped_logratio(logp_policy, logp_ref, clip_eps):
   (``train_scripts/train_spo.py``) clamp the probability **ratio** (a PPO-style trust region as
   the clip of Schulman et al. 2017, eq. 7): inside the band the value is the raw
   log-ratio, outside it is ``log(1 -+ clip_eps)`` and the gradient is exactly zero.
+
+  Computed as ``clip(logp_policy - logp_ref, log(1 - eps), log(1 + eps))``: the same values and the
+  same (zero) gradient outside the band, but no overflow of the ratio. The code's ``exp`` then
+  ``clamp`` gives a NaN gradient (0 * inf) once a log-ratio exceeds ~88 in float32, which
+  happens on low-dimensional data where the per-dimension mean does not shrink it.
   """
   _check_clip_eps("clipped_logratio", clip_eps)
   _check_same_shape("clipped_logratio", logp_policy=logp_policy, logp_ref=logp_ref)
-  ratio = jnp.exp(jnp.asarray(logp_policy) - jnp.asarray(logp_ref))
-  return jnp.log(jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps))
+  logratio = jnp.asarray(logp_policy) - jnp.asarray(logp_ref)
+  return jnp.clip(logratio, math.log1p(-clip_eps), math.log1p(clip_eps))
 
 
 def d3po_loss(logp_policy_0, logp_ref_0, logp_policy_1, logp_ref_1, preference, *, beta, clip_eps=0.1):

@@ -1,0 +1,187 @@
+"""Preference fine-tuning: the frozen reference, the objectives' wiring (shared t and noise, the
+log 2 identities through a real network), the generated data, and a config-driven run that resumes."""
+import json
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import diffjax as dj
+from diffjax import parametrization as prm
+from diffjax import training
+from diffjax.finetune import generation, objectives, run
+from diffjax.finetune.reference import (POLICY, REFERENCE, frozen_reference_optimizer, split_policy_reference,
+                                        with_frozen_reference)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROCESS = dj.processes.VPDiscrete.from_ddpm("linear", 10, beta_start=1e-3, beta_end=0.3)
+
+
+def _model(seed=0):
+  model = dj.models.create("mlp_tiny", rngs=nnx.Rngs(seed), in_features=2)
+  apply_fn, params = dj.models.split_apply(model)
+
+  def denoiser(p, x, t, cond=None):
+    t = jnp.broadcast_to(t, (x.shape[0],))
+    return prm.to_x0(apply_fn(p, x, PROCESS.model_time(t)), x, t, PROCESS, "eps")
+
+  return denoiser, params
+
+
+def _perturb(params, scale, seed):
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+
+
+def _batches(key, b=16):
+  x = jax.random.normal(key, (4, b, 2))
+  return {
+      "pairs": {"x_w": x[0], "x_l": x[1]},
+      "lists": {"x": jnp.stack([x[0], x[1], x[2], x[3]], axis=1), "phi": jnp.tile(jnp.array([1.0, 2 / 3, 1 / 3, 0.0]), (b, 1))},
+      "ddo": {"x_real": x[0], "x_fake": x[1]},
+  }
+
+
+def test_frozen_reference_is_bitwise_unchanged_and_gets_no_gradient():
+  denoiser, params = _model()
+  params = with_frozen_reference(_perturb(params, 0.1, 1), params)
+  reference_before = jax.tree.map(np.array, params[REFERENCE])
+  loss_fn = objectives.diffusion_dpo_objective(denoiser, PROCESS, beta=50.0)
+  grads = jax.grad(lambda p: loss_fn(p, _batches(jax.random.PRNGKey(0))["pairs"], jax.random.PRNGKey(1))[0])(params)
+  assert all(np.all(g == 0) for g in jax.tree.leaves(grads[REFERENCE]))
+  assert any(np.any(g != 0) for g in jax.tree.leaves(grads[POLICY]))
+  optimizer = frozen_reference_optimizer(training.make_optimizer(run.default_finetune_config().optim))
+  step = jax.jit(training.make_train_step(loss_fn, optimizer, ema_decay=0.0))
+  state = training.TrainState.create(params, optimizer, jax.random.PRNGKey(2))
+  policy_before = jax.tree.map(np.array, params[POLICY])
+  for i in range(5):
+    state, metrics = step(state, _batches(jax.random.PRNGKey(10 + i))["pairs"])
+    assert bool(metrics["finite"])
+  for before, after in zip(jax.tree.leaves(reference_before), jax.tree.leaves(state.params[REFERENCE])):
+    np.testing.assert_array_equal(before, np.asarray(after))
+  assert any(not np.array_equal(a, np.asarray(b))
+             for a, b in zip(jax.tree.leaves(policy_before), jax.tree.leaves(state.params[POLICY])))
+
+
+def test_frozen_reference_params_must_be_the_pair():
+  with pytest.raises(ValueError, match="policy"):
+    split_policy_reference({"policy": 1})
+
+
+@pytest.mark.parametrize("method,options,batch,expected", [
+    ("diffusion_dpo", dict(beta=500.0), "pairs", math.log(2)),
+    ("rank_dpo", dict(beta=500.0), "lists", None),
+    ("ddo", dict(alpha=2.0, beta=0.3), "ddo", 3 * math.log(2)),
+])
+def test_objectives_at_policy_equal_reference(method, options, batch, expected):
+  """log 2 per pair (RankDPO: log 2 times the summed DCG pair weights; DDO: (1 + alpha) log 2)."""
+  denoiser, params = _model()
+  params = with_frozen_reference(params)
+  loss_fn = objectives.get_objective(method, denoiser, PROCESS, **options)
+  loss, _ = loss_fn(params, _batches(jax.random.PRNGKey(0))[batch], jax.random.PRNGKey(3))
+  if expected is None:
+    gains = 2.0**np.array([1.0, 2 / 3, 1 / 3, 0.0]) - 1
+    disc = 1 / np.log1p(np.arange(1, 5))
+    weights = sum(abs(gains[i] - gains[j]) * abs(disc[i] - disc[j]) for i in range(4) for j in range(i + 1, 4))
+    expected = math.log(2) * weights
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method,batch", [("diffusion_dpo", "pairs"), ("rank_dpo", "lists")])
+def test_objectives_share_time_and_noise_across_the_compared_images(method, batch, x64):
+  """With identical images the policy's two errors are identical only if t and noise are shared:
+  then the gradient vanishes whatever the policy (relative to the gradient on distinct images)."""
+  denoiser, params = _model()
+  params = jax.tree.map(lambda p: p.astype(jnp.float64), with_frozen_reference(_perturb(params, 0.3, 4), params))
+  b = jax.tree.map(lambda a: a.astype(jnp.float64), _batches(jax.random.PRNGKey(0))[batch])
+  loss_fn = objectives.get_objective(method, denoiser, PROCESS, beta=500.0)
+  grad_norm = lambda batch: max(float(jnp.max(jnp.abs(g))) for g in
+                                jax.tree.leaves(jax.grad(lambda p: loss_fn(p, batch, jax.random.PRNGKey(5))[0])(params)[POLICY]))
+  distinct = grad_norm(b)
+  if batch == "pairs":
+    b = {"x_w": b["x_w"], "x_l": b["x_w"]}
+  else:
+    b = {"x": jnp.repeat(b["x"][:, :1], 4, axis=1), "phi": b["phi"]}
+  assert distinct > 1e-3
+  assert grad_norm(b) < 1e-9 * distinct
+
+
+def test_trajectory_objectives_are_log2_at_policy_equal_reference():
+  denoiser, params = _model()
+  params = with_frozen_reference(params)
+  cond = None
+  data = generation.d3po_transitions(denoiser, params[POLICY], jax.random.PRNGKey(0), cond, (8, 2), process=PROCESS,
+                                     ts=jnp.linspace(1.0, PROCESS.t_min, 6), reward_fn=lambda x, c: -jnp.sum(x**2, -1))
+  assert data["x_t"].shape == (5 * 8, 2, 2) and set(np.unique(data["preference"])) <= {-1, 0, 1}
+  # Consecutive states: row i's x_next is the state after x_t on the same trajectory.
+  np.testing.assert_array_equal(data["x_next"][:-8], data["x_t"][8:])
+  loss, _ = objectives.d3po_objective(denoiser, PROCESS, beta=1.0)(params, data, None)
+  np.testing.assert_allclose(float(loss), math.log(2), rtol=1e-6)
+
+
+def test_spo_resampler_pairs_are_ordered_by_the_step_reward():
+  denoiser, params = _model()
+  reward = lambda x, c: -jnp.sum((x - 1.0)**2, -1)
+  ts = jnp.linspace(1.0, PROCESS.t_min, 6)
+  out = generation.spo_transitions(denoiser, params, jax.random.PRNGKey(0), None, (32, 2), process=PROCESS, ts=ts,
+                                   step_reward_fn=reward, num_candidates=4, threshold=0.1, divert_start_step=2)
+  n = len(out["x_t"])
+  assert 0 < n <= 3 * 32 and out["t"].shape == (n,) and 0 < out["keep_fraction"] <= 1
+  assert np.all(out["t"] > out["t_next"]) and np.all(out["t"] <= float(ts[2]) + 1e-6)  # none before the divert step
+  score = lambda x, t: np.asarray(reward(denoiser(params, jnp.asarray(x), jnp.asarray(t)), None))
+  margin = np.tanh((score(out["x_w"], out["t_next"]) - score(out["x_l"], out["t_next"])) / 2)
+  assert np.all(margin > 0.1 - 1e-5)
+
+
+def test_disjoint_pairs_follow_the_win_counts():
+  from diffjax.data.preference import PreferenceData
+  rewards = np.array([[[1.0, 5.0], [0.0, 0.0], [2.0, 6.0], [0.0, 1.0]]])  # (1 prompt, k=4, n=2)
+  data = PreferenceData(samples=np.arange(4, dtype=np.float32).reshape(1, 4, 1), cond=np.zeros(1, np.int32),
+                        rewards=rewards, phi=np.zeros((1, 4)), generator_id=np.zeros((1, 4), np.int32), metadata={})
+  pairs = run.disjoint_pairs(data)
+  # pair (0, 2): image 2 wins both rewards; pair (1, 3): image 3 wins one reward and ties the other.
+  np.testing.assert_array_equal(pairs["x_w"][:, 0], [2.0, 3.0])
+  np.testing.assert_array_equal(pairs["x_l"][:, 0], [0.0, 1.0])
+
+
+def _tiny_config(tmp_path, method, **options):
+  sys.path.insert(0, os.path.join(ROOT, "configs", "preference"))
+  try:
+    from _common import toy_config
+  finally:
+    sys.path.pop(0)
+  config = toy_config(method, "ring", tiny=True, **options)
+  config.base.workdir = str(tmp_path / "base")
+  return config
+
+
+def test_config_errors_name_the_field(tmp_path):
+  config = _tiny_config(tmp_path, "diffusion_dpo", beta=10.0)
+  config.method = "dpo2"
+  with pytest.raises(ValueError, match="method='dpo2' is not valid"):
+    run.validate_finetune_config(config)
+  config = _tiny_config(tmp_path, "d3po", beta=1.0)
+  config.sampling.eta = 0.0
+  with pytest.raises(ValueError, match="sampling.eta"):
+    run.validate_finetune_config(config)
+  with pytest.raises(ValueError, match="unknown option"):
+    objectives.get_objective("d3po", None, PROCESS, beta=1.0, gamma=2.0)
+
+
+def test_online_run_resumes_exactly(tmp_path):
+  """Two D3PO rounds; deleting round 1's checkpoints and rerunning gives the same result."""
+  config = _tiny_config(tmp_path, "d3po", beta=1.0)
+  config.rounds.num_rounds = 2
+  first = run.finetune(config, str(tmp_path / "ft"))
+  assert [r["round"] for r in first] == [0, 1, 2] and first[0]["path_kl"] < 1e-6
+  assert first[-1]["path_kl"] > first[0]["path_kl"] and os.path.exists(tmp_path / "ft" / "round_1" / "data.npz")
+  import shutil
+  shutil.rmtree(tmp_path / "ft" / "round_1" / "checkpoints")
+  second = run.finetune(config, str(tmp_path / "ft"))
+  assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
