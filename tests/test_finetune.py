@@ -185,3 +185,55 @@ def test_online_run_resumes_exactly(tmp_path):
   shutil.rmtree(tmp_path / "ft" / "round_1" / "checkpoints")
   second = run.finetune(config, str(tmp_path / "ft"))
   assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+def _load_config(relpath, options=""):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("cfg_" + relpath.replace("/", "_")[:-3], os.path.join(ROOT, "configs", relpath))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(options)
+
+
+METHODS = ("diffusion_dpo", "rank_dpo", "d3po", "spo", "ddo")
+
+
+@pytest.mark.parametrize("relpath", [f"{m}/{t}.py" for m in METHODS for t in ("ring", "digits", "paper")])
+def test_preference_configs_validate(relpath):
+  for options in (("", "tiny") if not relpath.endswith("paper.py") else ("",)):
+    config = _load_config(relpath, options)
+    run.validate_finetune_config(config)
+    objectives.get_objective(config.method, None, PROCESS, **config.method_options.to_dict())  # options exist
+
+
+def test_paper_configs_hold_the_official_hyperparameters():
+  dpo = _load_config("diffusion_dpo/paper.py")
+  assert dpo.method_options.beta == 5000.0 and dpo.method_options.scaling == "official"
+  assert dpo.optim.lr == pytest.approx(2.048e-5) and dpo.data.batch_size == 2048 and dpo.training.num_steps == 2000
+  assert _load_config("diffusion_dpo/paper.py", "sd15_paper").method_options.beta == 2000.0
+  d3po = _load_config("d3po/paper.py")
+  assert (d3po.method_options.beta, d3po.method_options.clip_eps, d3po.optim.lr) == (0.1, 0.1, 3e-5)
+  spo = _load_config("spo/paper.py")
+  assert (spo.method_options.beta, spo.spo.num_candidates, spo.spo.threshold, spo.optim.lr) == (10.0, 4, 0.3, 6e-5)
+  sdxl = _load_config("spo/paper.py", "sdxl")
+  assert (sdxl.spo.num_candidates, sdxl.spo.threshold, sdxl.optim.lr) == (2, 0.4, 1e-5)
+  ddo = _load_config("ddo/paper.py")
+  assert (ddo.method_options.alpha, ddo.method_options.beta) == (1.0, 0.02)
+  rank = _load_config("rank_dpo/paper.py")
+  assert rank.data.batch_size == 1024 and rank.training.num_steps == 400
+
+
+def test_offline_run_writes_its_ranked_data_and_trains_on_a_given_data_set(tmp_path):
+  from diffjax.data import preference as pref_data
+  config = _tiny_config(tmp_path, "rank_dpo", beta=100.0)
+  first = run.finetune(config, str(tmp_path / "a"))
+  data = pref_data.load_preference_dataset(str(tmp_path / "a" / "preference_data"))
+  assert data.samples.shape == (64, 4, 2) and data.rewards.shape == (64, 4, 2)
+  assert np.all((data.phi >= 0) & (data.phi <= 1))
+  config.generation.path = str(tmp_path / "a" / "preference_data")
+  second = run.finetune(config, str(tmp_path / "b"))
+  assert not os.path.exists(tmp_path / "b" / "preference_data")
+  with np.load(tmp_path / "a" / "round_0" / "data.npz") as fa, np.load(tmp_path / "b" / "round_0" / "data.npz") as fb:
+    for k in fa.files:
+      np.testing.assert_array_equal(fa[k], fb[k])
+  assert first[-1]["reward"] == second[-1]["reward"]

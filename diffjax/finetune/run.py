@@ -13,7 +13,8 @@ Config fields (`default_finetune_config`; per-method configs live in configs/<me
   sampling               num_steps, eta: the stochastic DDIM sampler of the trajectory methods and
                          of every evaluation (ts uniform from t_max to the process's t_min)
   generation             offline data (diffusion_dpo, rank_dpo, sft, kto): num_prompts, generators
-                         (list of {name, eta, guidance}), k_per_generator; pairs for pairwise
+                         (list of {name, eta, guidance}), k_per_generator, or `path` of a saved
+                         data set (`data.preference` format) to train on instead; pairs for pairwise
                          methods come from disjoint halves of each list, so the same images feed
                          pairs and rankings (equal generation budget)
   rounds                 num_rounds, prompts_per_round: online methods sample fresh data from the
@@ -60,7 +61,7 @@ def default_finetune_config():
   config.method = "diffusion_dpo"
   config.method_options = d(beta=1000.0)
   config.sampling = d(num_steps=20, eta=1.0)
-  config.generation = d(num_prompts=2048, k_per_generator=2,
+  config.generation = d(path="", num_prompts=2048, k_per_generator=2,
                         generators=[d(name="ddim_eta1", eta=1.0, guidance=1.0),
                                     d(name="ddim_eta0.5", eta=0.5, guidance=1.0)])
   config.rounds = d(num_rounds=1, prompts_per_round=512)
@@ -167,12 +168,25 @@ def _generators(config, base, ts):
   return out
 
 
-def offline_preference_data(config, base, task, ts, key):
-  """Syn-Pic-style ranked data from the reference's generators, scored by every task reward."""
+def offline_preference_data(config, base, task, ts, key, workdir):
+  """The ranked data of the offline methods, in diffjax's on-disk format (`data.preference`).
+
+  `generation.path` names an existing data set (e.g. one a user built with their own generators and
+  reward models); otherwise Syn-Pic-style lists are generated from the reference's generators,
+  scored by every task reward, and saved in `workdir/preference_data` (reused on a rerun).
+  """
+  path = config.generation.get("path")
+  if path:
+    return pref_data.load_preference_dataset(path)
+  path = os.path.join(workdir, "preference_data")
+  if os.path.exists(path):
+    return pref_data.load_preference_dataset(path)
   prompts = task.prompts(config.generation.num_prompts)
-  return pref_data.build_preference_data(_generators(config, base, ts), prompts,
+  data = pref_data.build_preference_data(_generators(config, base, ts), prompts,
                                          config.generation.k_per_generator, task.rewards, key,
                                          config=config.generation.to_dict())
+  pref_data.save_preference_dataset(path, data)
+  return data
 
 
 def disjoint_pairs(data):
@@ -194,13 +208,13 @@ def disjoint_pairs(data):
   return {"x_w": x_w, "x_l": x_l, "cond": cond[keep]}
 
 
-def _round_arrays(config, base, task, params, ts, key, r):
+def _round_arrays(config, base, task, params, ts, key, r, workdir):
   """The training arrays of round r (method-specific; module docstring)."""
   m = config.method
   shape = (config.rounds.prompts_per_round,) + base.example_shape
   cond = jnp.asarray(task.prompts(shape[0], offset=r * shape[0]))
   if m in OFFLINE:
-    data = offline_preference_data(config, base, task, ts, key)
+    data = offline_preference_data(config, base, task, ts, key, workdir)
     if m == "rank_dpo":
       return {"x": data.samples, "phi": data.phi.astype(np.float32), "cond": data.cond}
     pairs = disjoint_pairs(data)
@@ -301,7 +315,7 @@ def finetune(config, workdir, *, task=None, progress=True):
     os.makedirs(round_dir, exist_ok=True)
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed + 13), r)
     arrays = _load_or_make(os.path.join(round_dir, "data.npz"),
-                           lambda: _round_arrays(config, base, task, state.params, ts, key, r))
+                           lambda: _round_arrays(config, base, task, state.params, ts, key, r, workdir))
     dataset = datasets_lib.ArrayDataset(arrays, min(config.data.batch_size, len(next(iter(arrays.values())))),
                                         seed=config.seed + r)
     round_config = ml_collections.ConfigDict(config.to_dict())
