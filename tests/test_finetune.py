@@ -228,7 +228,7 @@ def test_offline_run_writes_its_ranked_data_and_trains_on_a_given_data_set(tmp_p
   config = _tiny_config(tmp_path, "rank_dpo", beta=100.0)
   first = run.finetune(config, str(tmp_path / "a"))
   data = pref_data.load_preference_dataset(str(tmp_path / "a" / "preference_data"))
-  assert data.samples.shape == (64, 4, 2) and data.rewards.shape == (64, 4, 2)
+  assert data.samples.shape == (64, 4, 2) and data.rewards.shape == (64, 4, 3)
   assert np.all((data.phi >= 0) & (data.phi <= 1))
   config.generation.path = str(tmp_path / "a" / "preference_data")
   second = run.finetune(config, str(tmp_path / "b"))

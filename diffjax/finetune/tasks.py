@@ -1,8 +1,10 @@
 """The small-scale preference tasks: what is rewarded, how success is measured, what a prompt is.
 
   ring    the 8-Gaussian ring, unconditional; reward: get close to mode `target` (negative
-          distance, and the log-density of that mode as a second, disagreeing reward); success: the
-          sample lands in the target mode (within 3 std); mode shares are reported
+          distance); the data are labelled by three reward models that disagree: that distance,
+          the sparse target-mode indicator (flat inside the mode, many ties) and the data log-density
+          of the whole mixture (realism: prefers any mode's centre over an off-ring point near the
+          target); success: the sample lands in the target mode (within 3 std); mode shares reported
   digits  class-conditional 8x8 digits; reward: log-probability of the prompted class under a digit
           classifier trained by the library (and stroke mass as a second reward that disagrees);
           success: the classifier's argmax equals the prompt
@@ -45,8 +47,8 @@ def ring_task(target=0):
   hit = rewards_lib.target_mode_indicator(means, stds, target=target)
   return Task(
       name="ring",
-      rewards={"negative_distance": distance,
-               "target_log_density": rewards_lib.log_density_of_mode(means, stds, target=target)},
+      rewards={"negative_distance": distance, "target_mode_indicator": hit,
+               "mixture_log_density": rewards_lib.mixture_log_density(ring)},
       reward_fn=distance, accuracy_fn=hit, mixture=ring, step_reward_fn=distance)
 
 
