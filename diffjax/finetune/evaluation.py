@@ -23,45 +23,76 @@ from diffjax.finetune.reference import POLICY, REFERENCE
 from diffjax.samplers import transition_logprob as tlp
 
 
-def evaluate_policy(denoiser, params, key, cond, shape, *, process, ts, reward_fn, accuracy_fn=None,
-                    mixture=None, eta=1.0, reference_samples=None, data_samples=None):
-  """Metrics of `params[POLICY]` against `params[REFERENCE]` (module docstring).
+def make_policy_evaluator(denoiser, cond, shape, *, process, ts, reward_fn, accuracy_fn=None, mixture=None,
+                          eta=1.0, data_samples=None):
+  """`evaluate(params, key) -> (metrics, policy samples)`, the metrics of the module docstring.
+
+  The sampling chains, the path KL and the rewards are compiled once (one jitted function for the
+  samples of a parameter set, one for the path KL), so evaluating many checkpoints of a run costs
+  one compilation.
 
   Args:
     denoiser: `denoiser(params, x, t, cond) -> x0_hat`.
-    params: `{"policy", "reference"}`.
-    key: PRNG key (the same key gives the same prior noise for policy and reference samples).
     cond: (n,) labels or None; shape: (n, ...) of the samples.
     reward_fn, accuracy_fn: `f(x, cond) -> (n,)`.
     mixture: a `GaussianMixture` for mode shares (optional).
-    reference_samples: precomputed reference samples (else drawn with the same key).
     data_samples: held-out data; adds "data_mmd", the MMD of the policy samples to them.
 
   Returns:
-    (metrics dict of floats, policy samples as numpy).
+    evaluate(params, key) for `params = {"policy", "reference"}`; the same key gives the same prior
+    noise for policy and reference samples.
   """
-  policy, ref = params[POLICY], params[REFERENCE]
-  k_sample, k_kl = jax.random.split(key)
-  x = sample_images(denoiser, policy, k_sample, cond, shape, process=process, ts=ts, eta=eta)
-  if reference_samples is None:
-    reference_samples = sample_images(denoiser, ref, k_sample, cond, shape, process=process, ts=ts, eta=eta)
-  x_T = process.prior_sample(jax.random.fold_in(k_kl, 0), tuple(shape))
-  kl = tlp.path_kl(lambda z, t: denoiser(policy, z, t, cond), lambda z, t: denoiser(ref, z, t, cond), x_T, ts,
-                   process=process, eta=eta, key=jax.random.fold_in(k_kl, 1))
   flat = lambda a: jnp.reshape(jnp.asarray(a, jnp.float32), (a.shape[0], -1))
-  out = {
-      "reward": float(jnp.mean(reward_fn(x, cond))),
-      "path_kl": float(jnp.mean(kl)),
-      "path_kl_se": float(jnp.std(kl) / np.sqrt(kl.shape[0])),
-      "sample_mmd": float(metrics.mmd(flat(x), flat(reference_samples))),
-  }
-  if data_samples is not None:
-    out["data_mmd"] = float(metrics.mmd(flat(x), flat(jnp.asarray(data_samples))))
-  if accuracy_fn is not None:
-    out["accuracy"] = float(jnp.mean(accuracy_fn(x, cond)))
-  if mixture is not None:
-    cov = metrics.mode_coverage(jnp.asarray(x), mixture.means, mixture.mode_stds)
-    out["mode_shares"] = [float(s) for s in cov["shares"]]
-    out["off_mode"] = float(cov["off_mode"])
-    out["modes_covered"] = int(np.sum(np.asarray(cov["shares"]) > 0.02))
-  return out, np.asarray(x)
+
+  @jax.jit
+  def samples_and_scores(p, key):
+    x = sample_images(denoiser, p, key, cond, shape, process=process, ts=ts, eta=eta)
+    acc = accuracy_fn(x, cond) if accuracy_fn is not None else jnp.zeros(x.shape[:1])
+    return x, reward_fn(x, cond), acc
+
+  @jax.jit
+  def kl_fn(policy, ref, key):
+    x_T = process.prior_sample(jax.random.fold_in(key, 0), tuple(shape))
+    return tlp.path_kl(lambda z, t: denoiser(policy, z, t, cond), lambda z, t: denoiser(ref, z, t, cond), x_T, ts,
+                       process=process, eta=eta, key=jax.random.fold_in(key, 1))
+
+  data = None if data_samples is None else flat(jnp.asarray(data_samples))
+
+  reference_cache = {}
+
+  def evaluate(params, key):
+    policy, ref = params[POLICY], params[REFERENCE]
+    k_sample, k_kl = jax.random.split(key)
+    x, reward, acc = samples_and_scores(policy, k_sample)
+    cache_key = (id(ref), tuple(np.asarray(jax.random.key_data(k_sample) if jnp.issubdtype(k_sample.dtype, jax.dtypes.prng_key) else k_sample).ravel()))
+    if cache_key not in reference_cache:  # the reference is usually the same base model every time
+      reference_cache.clear()
+      reference_cache[cache_key] = samples_and_scores(ref, k_sample)[0]
+    x_ref = reference_cache[cache_key]
+    kl = kl_fn(policy, ref, k_kl)
+    out = {
+        "reward": float(jnp.mean(reward)),
+        "path_kl": float(jnp.mean(kl)),
+        "path_kl_se": float(jnp.std(kl) / np.sqrt(kl.shape[0])),
+        "sample_mmd": float(metrics.mmd(flat(x), flat(x_ref))),
+    }
+    if data is not None:
+      out["data_mmd"] = float(metrics.mmd(flat(x), data))
+    if accuracy_fn is not None:
+      out["accuracy"] = float(jnp.mean(acc))
+    if mixture is not None:
+      cov = metrics.mode_coverage(jnp.asarray(x), mixture.means, mixture.mode_stds)
+      out["mode_shares"] = [float(v) for v in cov["shares"]]
+      out["off_mode"] = float(cov["off_mode"])
+      out["modes_covered"] = int(np.sum(np.asarray(cov["shares"]) > 0.02))
+    return out, np.asarray(x)
+
+  return evaluate
+
+
+def evaluate_policy(denoiser, params, key, cond, shape, *, process, ts, reward_fn, accuracy_fn=None,
+                    mixture=None, eta=1.0, data_samples=None):
+  """One evaluation of `params = {"policy", "reference"}` (`make_policy_evaluator`, compiled once)."""
+  return make_policy_evaluator(denoiser, cond, shape, process=process, ts=ts, reward_fn=reward_fn,
+                               accuracy_fn=accuracy_fn, mixture=mixture, eta=eta,
+                               data_samples=data_samples)(params, key)

@@ -295,16 +295,15 @@ def finetune(config, workdir, *, task=None, progress=True):
   eval_shape = (n_eval,) + base.example_shape
 
   data_samples = _data_samples(base, task, n_eval, jax.random.PRNGKey(config.seed + 14))
+  evaluator = evaluation.make_policy_evaluator(base.denoiser, eval_cond, eval_shape, process=base.process, ts=ts,
+                                               reward_fn=task.reward_fn, accuracy_fn=task.accuracy_fn,
+                                               mixture=task.mixture, eta=config.sampling.eta,
+                                               data_samples=data_samples)
 
   def evaluate(p):
     # Always against the base model: DDO's rounds move their own reference, the divergence reported
     # is from where fine-tuning started.
-    p = with_frozen_reference(p[POLICY], base.params)
-    metrics, samples = evaluation.evaluate_policy(base.denoiser, p, eval_key, eval_cond, eval_shape,
-                                                  process=base.process, ts=ts, reward_fn=task.reward_fn,
-                                                  accuracy_fn=task.accuracy_fn, mixture=task.mixture,
-                                                  eta=config.sampling.eta, data_samples=data_samples)
-    return metrics, samples
+    return evaluator(with_frozen_reference(p[POLICY], base.params), eval_key)
 
   rows = []
   m0, _ = evaluate(params)
