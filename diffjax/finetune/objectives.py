@@ -49,12 +49,34 @@ def _noised(key, x0, t, process, noise=None):
           noise)
 
 
+def _eps_pair(denoiser, policy, ref, x0, t, noise, cond, process):
+  """eps-predictions of policy and (stop-gradient) reference at the shared (t, noise)."""
+  x_t, _ = _noised(None, x0, t, process, noise)
+  eps_p = eps_prediction(denoiser, policy, x_t, t, cond, process)
+  eps_r = jax.lax.stop_gradient(eps_prediction(denoiser, ref, x_t, t, cond, process))
+  return eps_p, eps_r
+
+
 def _errors(denoiser, policy, ref, x0, t, noise, cond, process):
   """Per-sample eps-MSE (mean over data dims) of policy and reference at shared (t, noise)."""
-  x_t, _ = _noised(None, x0, t, process, noise)
-  err_p = pref.per_sample_error(eps_prediction(denoiser, policy, x_t, t, cond, process), noise)
-  err_r = pref.per_sample_error(eps_prediction(denoiser, ref, x_t, t, cond, process), noise)
-  return err_p, jax.lax.stop_gradient(err_r)
+  eps_p, eps_r = _eps_pair(denoiser, policy, ref, x0, t, noise, cond, process)
+  return pref.per_sample_error(eps_p, noise), pref.per_sample_error(eps_r, noise)
+
+
+def _stacked_pair(denoiser, policy, ref, x_a, x_b, cond, key, process):
+  """eps-predictions on the 2B stacked images [x_a; x_b], x_a[i] and x_b[i] sharing t and noise.
+
+  One policy call and one reference call, as the official Diffusion-DPO `train.py`. Returns
+  (eps_policy, eps_ref, noise), each (2B, ...).
+  """
+  b = x_a.shape[0]
+  k_t, k_n = jax.random.split(key)
+  t = sample_times(k_t, b, process)
+  noise = jax.random.normal(k_n, x_a.shape, x_a.dtype)
+  noise2 = jnp.concatenate([noise, noise])
+  eps_p, eps_r = _eps_pair(denoiser, policy, ref, jnp.concatenate([x_a, x_b]), jnp.concatenate([t, t]), noise2,
+                           _repeat(cond, 2), process)
+  return eps_p, eps_r, noise2
 
 
 def _repeat(cond, k):
@@ -70,17 +92,12 @@ def diffusion_dpo_objective(denoiser, process, *, beta, loss_type="sigmoid", sca
 
   def loss_fn(params, batch, key):
     policy, ref = split_policy_reference(params)
-    x_w, x_l, cond = batch["x_w"], batch["x_l"], batch.get("cond")
-    b = x_w.shape[0]
-    k_t, k_n = jax.random.split(key)
-    t = sample_times(k_t, b, process)
-    noise = jax.random.normal(k_n, x_w.shape, x_w.dtype)
-    x0 = jnp.concatenate([x_w, x_l])
-    err_p, err_r = _errors(denoiser, policy, ref, x0, jnp.concatenate([t, t]), jnp.concatenate([noise, noise]),
-                           _repeat(cond, 2), process)
-    loss, aux = pref.diffusion_dpo(err_p[:b], err_p[b:], err_r[:b], err_r[b:], beta=beta,
-                                   loss_type=loss_type, scaling=scaling, label_smoothing=label_smoothing)
-    return loss, aux
+    b = batch["x_w"].shape[0]
+    eps_p, eps_r, noise = _stacked_pair(denoiser, policy, ref, batch["x_w"], batch["x_l"], batch.get("cond"), key,
+                                        process)
+    err_p, err_r = pref.per_sample_error(eps_p, noise), pref.per_sample_error(eps_r, noise)
+    return pref.diffusion_dpo(err_p[:b], err_p[b:], err_r[:b], err_r[b:], beta=beta, loss_type=loss_type,
+                              scaling=scaling, label_smoothing=label_smoothing)
 
   return loss_fn
 
@@ -187,17 +204,10 @@ def ddo_objective(denoiser, process, *, alpha, beta):
 
   def loss_fn(params, batch, key):
     policy, ref = split_policy_reference(params)
-    x_real, x_fake, cond = batch["x_real"], batch["x_fake"], batch.get("cond")
-    b = x_real.shape[0]
-    k_t, k_n = jax.random.split(key)
-    t = sample_times(k_t, b, process)
-    noise = jax.random.normal(k_n, x_real.shape, x_real.dtype)
-    x0 = jnp.concatenate([x_real, x_fake])
-    tt, nn = jnp.concatenate([t, t]), jnp.concatenate([noise, noise])
-    x_t, _ = _noised(None, x0, tt, process, nn)
-    c2 = _repeat(cond, 2)
-    sq = lambda p: utils.sum_except_batch((eps_prediction(denoiser, p, x_t, tt, c2, process) - nn)**2)
-    logratio = -(sq(policy) - jax.lax.stop_gradient(sq(ref)))
+    b = batch["x_real"].shape[0]
+    eps_p, eps_r, noise = _stacked_pair(denoiser, policy, ref, batch["x_real"], batch["x_fake"], batch.get("cond"),
+                                        key, process)
+    logratio = pref.eps_ddo_logratio(eps_p, eps_r, noise)
     return pref.ddo_loss(logratio[:b], logratio[b:], alpha=alpha, beta=beta)
 
   return loss_fn
