@@ -1,5 +1,8 @@
 """Small array helpers shared by the numerical core."""
+import os
+
 import jax.numpy as jnp
+import numpy as np
 
 
 def expand_to(t, x):
@@ -34,3 +37,12 @@ def sum_except_batch(x):
 def mean_except_batch(x):
   """Averages over every axis but the first."""
   return jnp.mean(x.reshape(x.shape[0], -1), axis=-1)
+
+
+def save_npz_atomic(path, **arrays):
+  """`np.savez(path, **arrays)` through a temporary sibling file and a rename: a reader sees the
+  old file or the complete new one, never a partial write."""
+  path = os.fspath(path)
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)

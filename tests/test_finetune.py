@@ -237,3 +237,22 @@ def test_offline_run_writes_its_ranked_data_and_trains_on_a_given_data_set(tmp_p
     for k in fa.files:
       np.testing.assert_array_equal(fa[k], fb[k])
   assert first[-1]["reward"] == second[-1]["reward"]
+
+
+def test_policy_evaluator_measures_divergence_from_the_fixed_reference():
+  from diffjax.finetune import evaluation
+  denoiser, params = _model()
+  ts = jnp.linspace(1.0, 0.1, 6)
+  cond = None
+  reward = lambda x, c: -jnp.sum(x**2, -1)
+  evaluate = evaluation.make_policy_evaluator(denoiser, params, jax.random.PRNGKey(3), cond, (256, 2), process=PROCESS,
+                                              ts=ts, reward_fn=reward)
+  same, x_same = evaluate(params)
+  assert abs(same["path_kl"]) < 1e-9 and same["path_kl_se"] < 1e-9  # float32 rounding only
+  assert abs(same["sample_mmd"]) < 1e-6  # the same key: identical samples
+  moved, x_moved = evaluate(_perturb(params, 0.3, 5))
+  assert moved["path_kl"] > 10 * moved["path_kl_se"] > 0
+  assert moved["sample_mmd"] > 1e-3
+  again, x_again = evaluate(params)  # evaluations do not disturb each other
+  np.testing.assert_array_equal(x_again, x_same)
+  assert again == same

@@ -19,62 +19,52 @@ import numpy as np
 
 from diffjax import metrics
 from diffjax.finetune.generation import sample_images
-from diffjax.finetune.reference import POLICY, REFERENCE
 from diffjax.samplers import transition_logprob as tlp
 
 
-def make_policy_evaluator(denoiser, cond, shape, *, process, ts, reward_fn, accuracy_fn=None, mixture=None,
-                          eta=1.0, data_samples=None):
-  """`evaluate(params, key) -> (metrics, policy samples)`, the metrics of the module docstring.
+def make_policy_evaluator(denoiser, reference_params, key, cond, shape, *, process, ts, reward_fn, accuracy_fn=None,
+                          mixture=None, eta=1.0, data_samples=None):
+  """`evaluate(policy_params) -> (metrics, policy samples)`, the metrics of the module docstring.
 
-  The sampling chains, the path KL and the rewards are compiled once (one jitted function for the
-  samples of a parameter set, one for the path KL), so evaluating many checkpoints of a run costs
-  one compilation.
+  The reference's samples are drawn once, here; every evaluation uses the same `key`, so policy
+  and reference samples share their prior noise and sampler noise (and checkpoints of a run are
+  compared on the same draws). The sampling chain and the path KL are compiled once.
 
   Args:
     denoiser: `denoiser(params, x, t, cond) -> x0_hat`.
+    reference_params: the parameters every divergence is measured from (the base model).
+    key: the evaluation key.
     cond: (n,) labels or None; shape: (n, ...) of the samples.
     reward_fn, accuracy_fn: `f(x, cond) -> (n,)`.
     mixture: a `GaussianMixture` for mode shares (optional).
     data_samples: held-out data; adds "data_mmd", the MMD of the policy samples to them.
-
-  Returns:
-    evaluate(params, key) for `params = {"policy", "reference"}`; the same key gives the same prior
-    noise for policy and reference samples.
   """
   flat = lambda a: jnp.reshape(jnp.asarray(a, jnp.float32), (a.shape[0], -1))
+  k_sample, k_kl = jax.random.split(key)
 
   @jax.jit
-  def samples_and_scores(p, key):
-    x = sample_images(denoiser, p, key, cond, shape, process=process, ts=ts, eta=eta)
+  def samples_and_scores(p):
+    x = sample_images(denoiser, p, k_sample, cond, shape, process=process, ts=ts, eta=eta)
     acc = accuracy_fn(x, cond) if accuracy_fn is not None else jnp.zeros(x.shape[:1])
     return x, reward_fn(x, cond), acc
 
   @jax.jit
-  def kl_fn(policy, ref, key):
-    x_T = process.prior_sample(jax.random.fold_in(key, 0), tuple(shape))
-    return tlp.path_kl(lambda z, t: denoiser(policy, z, t, cond), lambda z, t: denoiser(ref, z, t, cond), x_T, ts,
-                       process=process, eta=eta, key=jax.random.fold_in(key, 1))
+  def kl_fn(policy):
+    x_T = process.prior_sample(jax.random.fold_in(k_kl, 0), tuple(shape))
+    return tlp.path_kl(lambda z, t: denoiser(policy, z, t, cond), lambda z, t: denoiser(reference_params, z, t, cond),
+                       x_T, ts, process=process, eta=eta, key=jax.random.fold_in(k_kl, 1))
 
   data = None if data_samples is None else flat(jnp.asarray(data_samples))
+  x_ref = flat(samples_and_scores(reference_params)[0])
 
-  reference_cache = {}
-
-  def evaluate(params, key):
-    policy, ref = params[POLICY], params[REFERENCE]
-    k_sample, k_kl = jax.random.split(key)
-    x, reward, acc = samples_and_scores(policy, k_sample)
-    cache_key = (id(ref), tuple(np.asarray(jax.random.key_data(k_sample) if jnp.issubdtype(k_sample.dtype, jax.dtypes.prng_key) else k_sample).ravel()))
-    if cache_key not in reference_cache:  # the reference is usually the same base model every time
-      reference_cache.clear()
-      reference_cache[cache_key] = samples_and_scores(ref, k_sample)[0]
-    x_ref = reference_cache[cache_key]
-    kl = kl_fn(policy, ref, k_kl)
+  def evaluate(policy_params):
+    x, reward, acc = samples_and_scores(policy_params)
+    kl = kl_fn(policy_params)
     out = {
         "reward": float(jnp.mean(reward)),
         "path_kl": float(jnp.mean(kl)),
         "path_kl_se": float(jnp.std(kl) / np.sqrt(kl.shape[0])),
-        "sample_mmd": float(metrics.mmd(flat(x), flat(x_ref))),
+        "sample_mmd": float(metrics.mmd(flat(x), x_ref)),
     }
     if data is not None:
       out["data_mmd"] = float(metrics.mmd(flat(x), data))
@@ -90,9 +80,9 @@ def make_policy_evaluator(denoiser, cond, shape, *, process, ts, reward_fn, accu
   return evaluate
 
 
-def evaluate_policy(denoiser, params, key, cond, shape, *, process, ts, reward_fn, accuracy_fn=None,
-                    mixture=None, eta=1.0, data_samples=None):
-  """One evaluation of `params = {"policy", "reference"}` (`make_policy_evaluator`, compiled once)."""
-  return make_policy_evaluator(denoiser, cond, shape, process=process, ts=ts, reward_fn=reward_fn,
-                               accuracy_fn=accuracy_fn, mixture=mixture, eta=eta,
-                               data_samples=data_samples)(params, key)
+def evaluate_policy(denoiser, policy_params, reference_params, key, cond, shape, *, process, ts, reward_fn,
+                    accuracy_fn=None, mixture=None, eta=1.0, data_samples=None):
+  """One evaluation of `policy_params` against `reference_params` (`make_policy_evaluator`)."""
+  return make_policy_evaluator(denoiser, reference_params, key, cond, shape, process=process, ts=ts,
+                               reward_fn=reward_fn, accuracy_fn=accuracy_fn, mixture=mixture, eta=eta,
+                               data_samples=data_samples)(policy_params)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffjax import experiment, parametrization as prm, training
+from diffjax import experiment, parametrization as prm, training, utils
 from diffjax.configuration import d
 from diffjax.data import datasets as datasets_lib
 from diffjax.data import preference as pref_data
@@ -247,18 +247,12 @@ def _round_arrays(config, base, task, params, ts, key, r, workdir):
   raise ValueError(f"method={m!r} is not valid")
 
 
-def _save_npz_atomic(path, arrays):
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-
-
 def _load_or_make(path, make):
   if os.path.exists(path):
     with np.load(path) as f:
       return {k: f[k] for k in f.files}
   arrays = make()
-  _save_npz_atomic(path, arrays)
+  utils.save_npz_atomic(path, **arrays)
   return arrays
 
 
@@ -295,15 +289,15 @@ def finetune(config, workdir, *, task=None, progress=True):
   eval_shape = (n_eval,) + base.example_shape
 
   data_samples = _data_samples(base, task, n_eval, jax.random.PRNGKey(config.seed + 14))
-  evaluator = evaluation.make_policy_evaluator(base.denoiser, eval_cond, eval_shape, process=base.process, ts=ts,
-                                               reward_fn=task.reward_fn, accuracy_fn=task.accuracy_fn,
-                                               mixture=task.mixture, eta=config.sampling.eta,
-                                               data_samples=data_samples)
+  # Always against the base model: DDO's rounds move their own reference, the divergence reported
+  # is from where fine-tuning started.
+  evaluator = evaluation.make_policy_evaluator(base.denoiser, base.params, eval_key, eval_cond, eval_shape,
+                                               process=base.process, ts=ts, reward_fn=task.reward_fn,
+                                               accuracy_fn=task.accuracy_fn, mixture=task.mixture,
+                                               eta=config.sampling.eta, data_samples=data_samples)
 
   def evaluate(p):
-    # Always against the base model: DDO's rounds move their own reference, the divergence reported
-    # is from where fine-tuning started.
-    return evaluator(with_frozen_reference(p[POLICY], base.params), eval_key)
+    return evaluator(p[POLICY])
 
   rows = []
   m0, _ = evaluate(params)

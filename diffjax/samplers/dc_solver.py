@@ -33,7 +33,6 @@ coefficients regressed on w~ per step count, those on N~. Differences: the resul
 (the official returns a list whose first two entries are the int 1), and the degrees and the
 normalisations 12, 50 are arguments (official values by default).
 """
-import os
 
 import flax.struct
 import jax
@@ -41,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from diffjax import utils
 from diffjax.samplers.ddim import ddim
 from diffjax.samplers.unipc import unipc
 
@@ -289,11 +289,8 @@ def predict_dc_ratios(params, nfe, guidance_scale=1.0):
 def save_cpr_params(path, params):
   """Writes `params` to one `.npz` (keys coeffs, guidance_norm, nfe_norm) atomically."""
   params = _as_params(params, "save_cpr_params")
-  path = os.fspath(path)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, coeffs=np.asarray(params.coeffs, np.float64), guidance_norm=params.guidance_norm,
-           nfe_norm=params.nfe_norm)
-  os.replace(tmp, path)
+  utils.save_npz_atomic(path, coeffs=np.asarray(params.coeffs, np.float64), guidance_norm=params.guidance_norm,
+                        nfe_norm=params.nfe_norm)
 
 
 def load_cpr_params(path):

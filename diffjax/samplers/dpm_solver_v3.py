@@ -82,10 +82,8 @@ def degenerated_ems(process, t_start, t_end, event_shape, num_steps=1200, dtype=
 
 def save_ems(path, ems):
   """Writes `ems` to one `.npz` file (keys lambdas, l, s, b) atomically."""
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, lambdas=np.asarray(ems.lambdas), l=np.asarray(ems.l), s=np.asarray(ems.s),
-           b=np.asarray(ems.b))
-  os.replace(tmp, path)
+  utils.save_npz_atomic(path, lambdas=np.asarray(ems.lambdas), l=np.asarray(ems.l), s=np.asarray(ems.s),
+                        b=np.asarray(ems.b))
 
 
 def load_ems(path):
