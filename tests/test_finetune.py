@@ -141,13 +141,16 @@ def test_spo_resampler_pairs_are_ordered_by_the_step_reward():
 
 def test_disjoint_pairs_follow_the_win_counts():
   from diffjax.data.preference import PreferenceData
-  rewards = np.array([[[1.0, 5.0], [0.0, 0.0], [2.0, 6.0], [0.0, 1.0]]])  # (1 prompt, k=4, n=2)
-  data = PreferenceData(samples=np.arange(4, dtype=np.float32).reshape(1, 4, 1), cond=np.zeros(1, np.int32),
-                        rewards=rewards, phi=np.zeros((1, 4)), generator_id=np.zeros((1, 4), np.int32), metadata={})
+  rewards = np.array([[[1.0, 5.0], [0.0, 0.0], [2.0, 6.0], [0.0, 1.0]],   # (2 prompts, k=4, n=2)
+                      [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0], [5.0, 0.0]]])
+  data = PreferenceData(samples=np.arange(8, dtype=np.float32).reshape(2, 4, 1), cond=np.array([3, 7], np.int32),
+                        rewards=rewards, phi=np.zeros((2, 4)), generator_id=np.zeros((2, 4), np.int32), metadata={})
   pairs = run.disjoint_pairs(data)
-  # pair (0, 2): image 2 wins both rewards; pair (1, 3): image 3 wins one reward and ties the other.
-  np.testing.assert_array_equal(pairs["x_w"][:, 0], [2.0, 3.0])
-  np.testing.assert_array_equal(pairs["x_l"][:, 0], [0.0, 1.0])
+  # prompt 0, pair (0, 2): image 2 wins both rewards; pair (1, 3): image 3 wins one reward, ties the other.
+  # prompt 1, pair (0, 2): a tie, dropped; pair (1, 3): image 3 wins.
+  np.testing.assert_array_equal(pairs["x_w"][:, 0], [2.0, 3.0, 7.0])
+  np.testing.assert_array_equal(pairs["x_l"][:, 0], [0.0, 1.0, 5.0])
+  np.testing.assert_array_equal(pairs["cond"], [3, 3, 7])
 
 
 def _tiny_config(tmp_path, method, **options):

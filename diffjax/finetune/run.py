@@ -192,20 +192,14 @@ def offline_preference_data(config, base, task, ts, key, workdir):
 def disjoint_pairs(data):
   """Pairs (0, k/2), (1, k/2 + 1), ... of each list, labelled by win counts over the rewards of
   the two images alone (Algorithm 1 with k = 2); ties dropped. Same images as the ranked lists."""
-  k = data.k
-  half = k // 2
-  a, b = np.arange(half), np.arange(half, 2 * half)
-  r = np.stack([data.rewards[:, a], data.rewards[:, b]], axis=2)  # (P, k/2, 2, n)
-  phi = pref_data.aggregated_preference(r.reshape((-1, 2) + r.shape[3:])).reshape(r.shape[:3])
-  x = np.stack([data.samples[:, a], data.samples[:, b]], axis=2).reshape((-1, 2) + data.samples.shape[2:])
-  phi = phi.reshape(-1, 2)
-  cond = np.repeat(data.cond, half)
-  keep = phi[:, 0] != phi[:, 1]
-  first = phi[:, 0] > phi[:, 1]
-  first = first.reshape((-1,) + (1,) * (x.ndim - 2))
-  x_w = np.where(first, x[:, 0], x[:, 1])[keep]
-  x_l = np.where(first, x[:, 1], x[:, 0])[keep]
-  return {"x_w": x_w, "x_l": x_l, "cond": cond[keep]}
+  half = data.k // 2
+  idx = np.stack([np.arange(half), np.arange(half, 2 * half)], axis=1)  # (k/2, 2)
+  rewards = data.rewards[:, idx]  # (P, k/2, 2, n_rewards)
+  phi = pref_data.aggregated_preference(rewards.reshape((-1, 2) + rewards.shape[3:]))  # one 2-list per pair
+  pairs = pref_data.to_pairs(phi)
+  x = data.samples[:, idx].reshape((-1, 2) + data.samples.shape[2:])
+  rows = pairs["prompt"]
+  return {"x_w": x[rows, pairs["winner"]], "x_l": x[rows, pairs["loser"]], "cond": np.repeat(data.cond, half)[rows]}
 
 
 def _round_arrays(config, base, task, params, ts, key, r, workdir):
