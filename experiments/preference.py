@@ -4,7 +4,7 @@
   python experiments/preference.py --task digits
   python experiments/preference.py --task ring --tiny --out /tmp/pref   # seconds, a smoke test
 
-Each method runs its config (configs/<method>/<task>.py) for every beta of its grid, starting from
+Each method runs its config (configs/<method>/toy.py:<task>) for every beta of its grid, starting from
 the same reference model (configs/preference/<task>_base.py, trained on first use), and reports
 the final policy's mean reward, accuracy (target-mode hit on the ring, classifier agreement with
 the prompted class on digits), mode coverage, and two divergences from the reference: the exact
@@ -45,11 +45,11 @@ LABELS = {"diffusion_dpo": "Diffusion-DPO", "rank_dpo": "RankDPO (k=4)", "d3po":
 
 def load_config(method, task, tiny):
   name = "diffusion_dpo" if method == "sft" else method
-  path = os.path.join(ROOT, "configs", name, f"{task}.py")
+  path = os.path.join(ROOT, "configs", name, "toy.py")
   spec = importlib.util.spec_from_file_location(f"pref_{name}_{task}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config("tiny" if tiny else "")
+  config = module.get_config(task + (",tiny" if tiny else ""))
   if method == "sft":
     config.method, config.method_options = "sft", {}
   return config
@@ -114,7 +114,7 @@ def write_section(rows, task_name, args, out_dir):
       "",
       f"Produced by `{cmd}` (one run, one seed; {platform.machine()}, {os.cpu_count()} CPU cores, JAX "
       f"{jax.__version__}). Every method starts from the same reference "
-      f"(`configs/preference/{task_name}_base.py`) and runs its config `configs/<method>/{task_name}.py` with the "
+      f"(`configs/preference/{task_name}_base.py`) and runs its config `configs/<method>/toy.py:{task_name}` with the "
       f"beta in the table; metrics of the final policy on {rows[0]['n_samples']:,} samples of the 20-step DDIM "
       "(eta 1) sampler. "
       "Path KL: the exact KL between the policy's and the reference's sampling chains (mean over "

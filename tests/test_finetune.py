@@ -201,9 +201,10 @@ def _load_config(relpath, options=""):
 METHODS = ("diffusion_dpo", "rank_dpo", "d3po", "spo", "ddo")
 
 
-@pytest.mark.parametrize("relpath", [f"{m}/{t}.py" for m in METHODS for t in ("ring", "digits", "paper")])
+@pytest.mark.parametrize("relpath", [f"{m}/{t}.py" for m in METHODS for t in ("toy", "paper")])
 def test_preference_configs_validate(relpath):
-  for options in (("", "tiny") if not relpath.endswith("paper.py") else ("",)):
+  toy_options = ("", "ring", "ring,tiny", "digits", "tiny,digits")
+  for options in (toy_options if relpath.endswith("toy.py") else ("",)):
     config = _load_config(relpath, options)
     run.validate_finetune_config(config)
     objectives.get_objective(config.method, None, PROCESS, **config.method_options.to_dict())  # options exist

@@ -1,4 +1,4 @@
-"""Shared settings of the small-scale preference configs (configs/<method>/{ring,digits}.py).
+"""Shared settings of the small-scale preference configs (configs/<method>/toy.py:<task>).
 
 `toy_config(method, task, tiny, **method_options)` returns a `diffjax.finetune` config: the task's
 base model (configs/preference/{ring,digits}_base.py, trained on first use in `base.workdir`),
@@ -41,7 +41,13 @@ def toy_config(method, task, tiny=False, **method_options):
 
 
 def parse(options, name):
-  """`options` of a configs/<method>/<task>.py: '' or 'tiny'."""
-  if options not in ("", "tiny"):
-    raise ValueError(f"unknown option {options!r} for {name}; valid: '' or 'tiny'")
-  return options == "tiny"
+  """`options` of a configs/<method>/toy.py: the task (`ring` or `digits`), optionally `,tiny`.
+
+  Returns (task, tiny)."""
+  parts = [p for p in options.split(",") if p] or ["ring"]
+  task = [p for p in parts if p in TASKS]
+  rest = [p for p in parts if p not in TASKS and p != "tiny"]
+  if rest or len(task) > 1 or parts.count("tiny") > 1:
+    raise ValueError(f"unknown options {options!r} for {name}; valid: a task in {list(TASKS)}, optionally "
+                     "with ',tiny' (e.g. 'digits,tiny'); no task means 'ring'")
+  return (task[0] if task else "ring"), "tiny" in parts

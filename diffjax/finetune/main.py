@@ -1,7 +1,7 @@
 r"""Command line: preference fine-tuning from a config file.
 
-  python -m diffjax.finetune.main --config=configs/diffusion_dpo/ring.py --workdir=/tmp/dpo_ring
-  python -m diffjax.finetune.main --config=configs/d3po/digits.py:tiny --workdir=/tmp/d3po --config.method_options.beta=10
+  python -m diffjax.finetune.main --config=configs/diffusion_dpo/toy.py:ring --workdir=/tmp/dpo_ring
+  python -m diffjax.finetune.main --config=configs/d3po/toy.py:digits,tiny --workdir=/tmp/d3po --config.method_options.beta=10
 
 Trains the base model first if `base.workdir` has no checkpoint, then runs the configured rounds
 (resuming from `workdir/round_<r>`) and writes `results.json` (one row of metrics per round, row 0
