@@ -237,15 +237,42 @@ class Run:
   def sampling_params(self, state):
     return state.ema_params if self.config.sampling.use_ema else state.params
 
-  def restore(self, workdir):
+  def restore(self, workdir, *, require_same_config=False):
+    """The latest TrainState in `workdir/checkpoints`.
+
+    With `require_same_config`, a checkpoint whose stored config (`metadata["config"]`) differs
+    from this run's config raises a ValueError naming the differing fields: a model trained by
+    another version of a config file is not silently reused.
+    """
     ckpt = training.Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
       restored = ckpt.restore_latest(self.initial_state)
+      stored = None if restored is None else ckpt.metadata(ckpt.latest_step()).get("metadata", {}).get("config")
     finally:
       ckpt.close()
     if restored is None:
       raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; run --mode=train first")
+    if require_same_config and stored is not None:
+      differ = config_differences(stored, self.config.to_dict())
+      if differ:
+        raise ValueError(f"the checkpoint in {workdir} was trained with a different config (fields "
+                         f"{differ[:8]}{' ...' if len(differ) > 8 else ''} differ); delete the directory to "
+                         "retrain, or point to another one")
     return restored[0]
+
+
+def config_differences(a, b, prefix=""):
+  """Dotted names of the fields where two config dicts differ (after a JSON round trip)."""
+  a, b = json.loads(json.dumps(a, default=str)), json.loads(json.dumps(b, default=str))
+  if not (isinstance(a, dict) and isinstance(b, dict)):
+    return [] if a == b else [prefix.rstrip(".") or "<root>"]
+  out = []
+  for k in sorted(set(a) | set(b)):
+    if k not in a or k not in b:
+      out.append(prefix + k)
+    else:
+      out += config_differences(a[k], b[k], prefix + k + ".")
+  return out
 
 
 def _plot_samples(path, samples, reference=None):

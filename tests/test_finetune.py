@@ -188,6 +188,17 @@ def test_online_run_resumes_exactly(tmp_path):
   shutil.rmtree(tmp_path / "ft" / "round_1" / "checkpoints")
   second = run.finetune(config, str(tmp_path / "ft"))
   assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+  # A base model trained by another version of its config is not silently reused.
+  config.base.config_options = ""  # the full ring base recipe, not the tiny one in base.workdir
+  with pytest.raises(ValueError, match=r"different config \(fields \[.*training.num_steps"):
+    run.finetune(config, str(tmp_path / "ft_other_base"))
+
+
+def test_config_differences_names_the_dotted_fields():
+  from diffjax.experiment import config_differences
+  a = {"a": {"b": 1, "c": (1, 2)}, "d": 1}
+  assert config_differences(a, {"a": {"b": 2, "c": [1, 2]}, "e": 1}) == ["a.b", "d", "e"]
+  assert config_differences(a, a) == []
 
 
 def _load_config(relpath, options=""):

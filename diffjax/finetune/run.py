@@ -121,7 +121,7 @@ class Base:
     self.workdir = config.base.workdir
     self.run = experiment.Run(self.config)
     try:
-      state = self.run.restore(self.workdir)
+      state = self.run.restore(self.workdir, require_same_config=True)
     except FileNotFoundError:
       log.info("no base checkpoint in %s: training the base model first", self.workdir)
       experiment.train_and_evaluate(self.config, self.workdir)
