@@ -36,8 +36,8 @@ from diffjax.finetune import tasks  # noqa: E402
 GRIDS = {
     "ring": {"diffusion_dpo": [100.0, 300.0, 1000.0, 3000.0], "rank_dpo": [100.0, 300.0, 1000.0, 3000.0],
              "d3po": [0.1, 1.0, 10.0], "spo": [0.1, 1.0, 10.0], "ddo": [0.1, 1.0], "sft": [None]},
-    "digits": {"diffusion_dpo": [300.0, 3000.0], "rank_dpo": [300.0, 3000.0], "d3po": [1.0, 10.0],
-               "spo": [1.0, 10.0], "ddo": [0.1, 1.0], "sft": [None]},
+    "digits": {"diffusion_dpo": [1000.0, 10000.0], "rank_dpo": [1000.0, 10000.0], "d3po": [1.0, 10.0],
+               "spo": [1.0, 10.0], "ddo": [0.1], "sft": [None]},
 }
 LABELS = {"diffusion_dpo": "Diffusion-DPO", "rank_dpo": "RankDPO (k=4)", "d3po": "D3PO", "spo": "SPO",
           "ddo": "DDO", "sft": "SFT (winners)"}
