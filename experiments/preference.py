@@ -24,7 +24,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -66,13 +65,48 @@ def run_grid(task_name, methods, tiny, workdir):
       tag = f"{method}" + ("" if beta is None else f"_beta{beta:g}")
       print(f"--- {task_name}: {tag}", flush=True)
       start = time.time()
-      result = ft_run.finetune(config, os.path.join(workdir, task_name, tag), task=task)
+      run_dir = os.path.join(workdir, task_name, tag)
+      result = ft_run.finetune(config, run_dir, task=task)
       row = {"method": method, "beta": beta, **result[-1], "reference": result[0],
              "minutes": (time.time() - start) / 60, "steps": int(result[-1]["step"]),
-             "rounds": config.rounds.num_rounds, "n_samples": config.eval.n_samples}
+             "rounds": config.rounds.num_rounds, "n_samples": config.eval.n_samples,
+             "train_log": train_log(run_dir, config.rounds.num_rounds)}
       print({k: v for k, v in row.items() if k not in ("reference", "mode_shares")}, flush=True)
       rows.append(row)
   return rows
+
+
+def train_log(run_dir, rounds):
+  """The logged training metrics of the last round (metrics.jsonl of the foundation's loop)."""
+  path = os.path.join(run_dir, f"round_{rounds - 1}", "metrics.jsonl")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def dpo_displacement_lines(rows):
+  """Diffusion-DPO's winner/loser denoising errors relative to the reference during training.
+
+  The official loss logs reward_w = -beta/2 (err_w - ref_err_w); Delta err = -2 reward / beta.
+  """
+  dpo = [r for r in rows if r["method"] == "diffusion_dpo" and r.get("train_log")]
+  if not dpo:
+    return []
+  lines = ["Diffusion-DPO during training (from each run's `metrics.jsonl`: one batch of pairs at the first, "
+           "middle and last logged step): the change of the policy's denoising error (eps-MSE per dimension) "
+           "against the reference's on the winners and on the losers, `Delta err = err_policy - err_ref = "
+           "-2 reward / beta`, and the implicit accuracy at the last step. A positive Delta err on the winners is "
+           "the likelihood displacement of DPO: the policy separates the pair by fitting the losers worse, and "
+           "its winners worse too.", "",
+           "| beta | steps | Delta err winners | Delta err losers | implicit accuracy |", "|---|---|---|---|---|"]
+  for r in dpo:
+    logs = [m for m in r["train_log"] if "reward_w" in m]
+    if not logs:
+      continue
+    picked = [logs[0], logs[len(logs) // 2], logs[-1]] if len(logs) >= 3 else logs
+    fmt = lambda key: " / ".join(f"{-2 * m[key] / r['beta']:+.4f}" for m in picked)
+    lines.append(f"| {r['beta']:g} | {' / '.join(str(m['step']) for m in picked)} | {fmt('reward_w')} | "
+                 f"{fmt('reward_l')} | {picked[-1]['implicit_acc']:.2f} |")
+  return lines + [""]
 
 
 def plot_frontier(rows, path, task_name):
@@ -137,7 +171,7 @@ def write_section(rows, task_name, args, out_dir):
         + f"{r['path_kl']:.3g} ± {r['path_kl_se']:.2g} | {r['sample_mmd']:.4f} | {r['data_mmd']:.4f} | "
         f"{r['minutes']:.1f} |")
   png = f"preference_{task_name}.png"
-  lines += ["", f"![reward vs KL, {task_name}]({png})", ""]
+  lines += ["", f"![reward vs KL, {task_name}]({png})", ""] + dpo_displacement_lines(rows)
   section = "\n".join(lines) + "\n"
   path = os.path.join(out_dir, "README.md")
   old = open(path).read() if os.path.exists(path) else "# Experiments\n\nEach section is produced by the command it names.\n"
@@ -158,14 +192,25 @@ def main():
   parser.add_argument("--tiny", action="store_true", help="tiny configs (seconds; smoke test)")
   parser.add_argument("--workdir", default="/tmp/diffjax_preference_experiment")
   parser.add_argument("--out", default=HERE)
+  parser.add_argument("--report_only", action="store_true",
+                      help="rewrite the README section and plot from --out's JSON and --workdir's logs (no training)")
   args = parser.parse_args()
   methods = args.methods.split(",")
   unknown = sorted(set(methods) - set(GRIDS[args.task]))
   if unknown:
     raise ValueError(f"--methods: unknown {unknown}; valid: {sorted(GRIDS[args.task])}")
   os.makedirs(args.out, exist_ok=True)
-  rows = run_grid(args.task, methods, args.tiny, args.workdir)
-  with open(os.path.join(args.out, f"preference_{args.task}.json"), "w") as f:
+  json_path = os.path.join(args.out, f"preference_{args.task}.json")
+  if args.report_only:  # rewrite the section and plot from a finished run (its JSON and workdir)
+    with open(json_path) as f:
+      rows = json.load(f)
+    for r in rows:
+      if "train_log" not in r:
+        tag = r["method"] + ("" if r["beta"] is None else f"_beta{r['beta']:g}")
+        r["train_log"] = train_log(os.path.join(args.workdir, args.task, tag), r["rounds"])
+  else:
+    rows = run_grid(args.task, methods, args.tiny, args.workdir)
+  with open(json_path, "w") as f:
     json.dump(rows, f, indent=1)
   plot_frontier(rows, os.path.join(args.out, f"preference_{args.task}.png"), args.task)
   write_section(rows, args.task, args, args.out)
