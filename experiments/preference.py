@@ -109,6 +109,25 @@ def dpo_displacement_lines(rows):
   return lines + [""]
 
 
+def offline_data_lines(task_name, rows, workdir):
+  """How good the offline methods' pairs are: their count and the winners' and losers' accuracy."""
+  dpo = [r for r in rows if r["method"] == "diffusion_dpo"]
+  if not dpo:
+    return []
+  import jax.numpy as jnp
+  from diffjax.data import preference as pref_data
+  tag = f"diffusion_dpo_beta{dpo[0]['beta']:g}"
+  data = pref_data.load_preference_dataset(os.path.join(workdir, task_name, tag, "preference_data"))
+  pairs = ft_run.disjoint_pairs(data)
+  task = tasks.get_task(task_name)
+  acc = lambda x: float(jnp.mean(task.accuracy_fn(jnp.asarray(x), jnp.asarray(pairs["cond"]))))
+  n_lists, k = data.samples.shape[:2]
+  return [f"Offline data (the same for Diffusion-DPO, RankDPO and SFT): {n_lists:,} prompts x {k} images; of their "
+          f"{n_lists * (k // 2):,} disjoint pairs, the {len(pairs['x_w']):,} without a tie in the win counts have "
+          f"winners with {'target-mode' if task_name == 'ring' else 'class'} accuracy {acc(pairs['x_w']):.3f} and "
+          f"losers {acc(pairs['x_l']):.3f}.", ""]
+
+
 def plot_frontier(rows, path, task_name):
   import matplotlib
   matplotlib.use("Agg")
@@ -171,17 +190,23 @@ def write_section(rows, task_name, args, out_dir):
         + f"{r['path_kl']:.3g} ± {r['path_kl_se']:.2g} | {r['sample_mmd']:.4f} | {r['data_mmd']:.4f} | "
         f"{r['minutes']:.1f} |")
   png = f"preference_{task_name}.png"
-  lines += ["", f"![reward vs KL, {task_name}]({png})", ""] + dpo_displacement_lines(rows)
+  lines += ["", f"![reward vs KL, {task_name}]({png})", ""] + offline_data_lines(task_name, rows, args.workdir)
+  lines += dpo_displacement_lines(rows)
   section = "\n".join(lines) + "\n"
   path = os.path.join(out_dir, "README.md")
   old = open(path).read() if os.path.exists(path) else "# Experiments\n\nEach section is produced by the command it names.\n"
   marker = f"## Preference optimization: {task_name}"
   start = old.find(marker)
-  if start >= 0:
+  if start < 0:
+    new = old.rstrip("\n") + "\n\n" + section
+  else:  # replaced in place; a hand-written "Reading (...)" paragraph at its end is kept
     end = old.find("\n## ", start + 1)
-    old = old[:start] + (old[end + 1:] if end >= 0 else "")
+    end = len(old) if end < 0 else end + 1
+    reading = old.find("\nReading (", start, end)
+    kept = old[reading + 1:end].rstrip("\n") + "\n" if reading >= 0 else ""
+    new = old[:start] + section + ("\n" + kept if kept else "") + ("\n" if end < len(old) else "") + old[end:]
   with open(path, "w") as f:
-    f.write(old.rstrip("\n") + "\n\n" + section)
+    f.write(new)
   print(section)
 
 
