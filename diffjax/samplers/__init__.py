@@ -16,6 +16,8 @@ the times `ts` (noise to data).
   time_shift_dpm_solver   DPM-Solver paths
   dc_solver               DC-Solver (UniPC + dynamic compensation), ratio search dc_solver.py
   sample_with_adjoint     AdjointDPM gradients through sampling                  adjoint.py
+  consistency_multistep,  few-step students (consistency models, DMD2's         few_step.py
+  renoise_multistep       multi-step generator): ts are the network's call times
 """
 from diffjax.samplers.adjoint import sample_with_adjoint
 from diffjax.samplers.dc_solver import dc_solver, fit_cascade_polynomial, predict_dc_ratios, search_dc_ratios
@@ -40,3 +42,5 @@ from diffjax.samplers.transition_logprob import ddim_step_with_logprob, path_kl,
 
 __all__ += ["learned_variance", "transition_logprob", "ddpm_learned_variance", "ddim_step_with_logprob", "path_kl",
             "sample_trajectory"]
+from diffjax.samplers import few_step
+from diffjax.samplers.few_step import consistency_multistep, renoise_multistep
