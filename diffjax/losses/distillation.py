@@ -49,6 +49,10 @@ import numpy as np
 from diffjax import parametrization as prm
 from diffjax import timesteps
 from diffjax import utils
+from diffjax.losses._checks import check_choice as _check_choice
+from diffjax.losses._checks import check_same_shape as _check_same_shape
+from diffjax.losses._checks import concrete_scalar as _concrete_scalar
+from diffjax.losses._checks import stop_gradient_tree as _sg
 
 PSEUDO_TARGET_REDUCTIONS = ("mean", "sum_over_batch")
 REGRESSION_DISTANCES = ("l2", "l1", "pseudo_huber")
@@ -72,28 +76,9 @@ ICT_C_PER_SQRT_DIM = 0.00054
 # ----------------------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------------------
-def _concrete_scalar(value):
-  """float(value) when it is a concrete scalar, None when it is traced."""
-  try:
-    return float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
-    return None
-
 
 def _is_int(value):
   return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_choice(fn, name, value, choices):
-  if value not in choices:
-    raise ValueError(f"{fn}: unknown {name} {value!r}; valid choices: {tuple(choices)}")
-
-
-def _check_same_shape(fn, **arrays):
-  shapes = {k: jnp.shape(v) for k, v in arrays.items()}
-  if len(set(shapes.values())) > 1:
-    desc = ", ".join(f"{k} {s}" for k, s in shapes.items())
-    raise ValueError(f"{fn}: shape mismatch: {desc}; these arguments must have the same shape")
 
 
 def _check_batched(fn, name, x):
@@ -123,10 +108,6 @@ def _check_sigmas(fn, sigmas):
   if jnp.ndim(sigmas) != 1 or jnp.shape(sigmas)[0] < 2:
     raise ValueError(f"{fn}: sigmas must be a 1-D grid of at least 2 noise levels, got shape "
                      f"{jnp.shape(sigmas)}")
-
-
-def _sg(tree):
-  return jax.tree_util.tree_map(jax.lax.stop_gradient, tree)
 
 
 def _bc(v, x):

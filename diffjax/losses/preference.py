@@ -26,6 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffjax import utils
+from diffjax.losses._checks import check_choice as _check_choice
+from diffjax.losses._checks import check_same_shape as _check_same_shape
+from diffjax.losses._checks import concrete_scalar as _concrete_scalar
+from diffjax.losses._checks import stop_gradient_tree as _sg
+
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "exo_pair", "bco_pair", "nca_pair", "sppo_hard",
               "apo_zero", "apo_down")
 SCALINGS = {"official": 0.5, "diffusers": 1.0}
@@ -36,13 +42,6 @@ _EXO_DEFAULT_EPS = 1e-3
 # ----------------------------------------------------------------------------------------------
 # argument checks
 # ----------------------------------------------------------------------------------------------
-def _concrete_scalar(value):
-  """float(value) when it is a concrete scalar, None when it is traced."""
-  try:
-    return float(value)
-  except (TypeError, jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
-    return None
-
 
 def _concrete_array(value):
   try:
@@ -63,25 +62,9 @@ def _check_clip_eps(fn, clip_eps):
     raise ValueError(f"{fn}: clip_eps must lie in the open interval (0, 1), got {clip_eps}")
 
 
-def _check_choice(fn, name, value, choices):
-  if value not in choices:
-    raise ValueError(f"{fn}: unknown {name} {value!r}; valid choices: {tuple(choices)}")
-
-
-def _check_same_shape(fn, **arrays):
-  shapes = {k: jnp.shape(v) for k, v in arrays.items()}
-  if len(set(shapes.values())) > 1:
-    desc = ", ".join(f"{k} {s}" for k, s in shapes.items())
-    raise ValueError(f"{fn}: shape mismatch: {desc}; these arguments must have the same shape")
-
-
 def _check_ndim(fn, name, x, ndim, meaning):
   if jnp.ndim(x) != ndim:
     raise ValueError(f"{fn}: {name} must have shape {meaning}, got shape {jnp.shape(x)}")
-
-
-def _sg(tree):
-  return jax.tree_util.tree_map(jax.lax.stop_gradient, tree)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -566,10 +549,6 @@ def ddo_loss(logratio_real, logratio_fake, *, alpha, beta):
   return loss, _sg(aux)
 
 
-def _sum_except_batch(x):
-  return jnp.sum(x.reshape(x.shape[0], -1), axis=-1)
-
-
 def edm_ddo_logratio(denoised_policy, denoised_ref, x, sigma, *, sigma_data=0.5):
   """DDO's EDM log-ratio (Zheng et al. 2025, App. D ``EDMLoss_DDO``), shape (B,)::
 
@@ -589,8 +568,8 @@ def edm_ddo_logratio(denoised_policy, denoised_ref, x, sigma, *, sigma_data=0.5)
   x = jnp.asarray(x)
   sigma = jnp.asarray(sigma, x.dtype)
   weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data)**2
-  err_p = _sum_except_batch((jnp.asarray(denoised_policy) - x)**2)
-  err_r = _sum_except_batch((jnp.asarray(denoised_ref) - x)**2)
+  err_p = utils.sum_except_batch((jnp.asarray(denoised_policy) - x)**2)
+  err_r = utils.sum_except_batch((jnp.asarray(denoised_ref) - x)**2)
   return -weight * err_p + weight * err_r
 
 
@@ -604,6 +583,6 @@ def eps_ddo_logratio(eps_policy, eps_ref, eps, weight=1.0):
   """
   _check_same_shape("eps_ddo_logratio", eps_policy=eps_policy, eps_ref=eps_ref, eps=eps)
   eps = jnp.asarray(eps)
-  err_p = _sum_except_batch((jnp.asarray(eps_policy) - eps)**2)
-  err_r = _sum_except_batch((jnp.asarray(eps_ref) - eps)**2)
+  err_p = utils.sum_except_batch((jnp.asarray(eps_policy) - eps)**2)
+  err_r = utils.sum_except_batch((jnp.asarray(eps_ref) - eps)**2)
   return -jnp.asarray(weight, eps.dtype) * (err_p - err_r)
