@@ -173,7 +173,7 @@ def reference_samples(data_config, key, n):
   if dist is not None:
     return np.asarray(dist.sample(key, n))
   if data_config.name == "digits":
-    x = digits_lib.load_digits("all")["x"]
+    x = digits_lib.load_digits("all", flatten=_options(data_config).get("flatten", False))["x"]
   elif data_config.name == "npz":
     x = load_npz(**_options(data_config))["x"]
   else:

@@ -2,16 +2,18 @@
 import numpy as np
 
 
-def load_digits(split="all", test_fraction=0.2, seed=0):
+def load_digits(split="all", test_fraction=0.2, seed=0, flatten=False):
   """Digits as NHWC float32 images in [-1, 1] with integer labels.
 
   Args:
     split: "all", "train" or "test" (a fixed stratification-free random split).
     test_fraction: share of images in the test split.
     seed: seed of the split permutation.
+    flatten: return 64-vectors (N, 64) instead of images, for MLP models.
 
   Returns:
-    dict with "x": (N, 8, 8, 1) float32 in [-1, 1] (pixel values 0..16 scaled), "label": (N,) int32.
+    dict with "x": (N, 8, 8, 1) (or (N, 64)) float32 in [-1, 1] (pixel values 0..16 scaled),
+    "label": (N,) int32.
   """
   from sklearn import datasets
   if split not in ("all", "train", "test"):
@@ -19,6 +21,8 @@ def load_digits(split="all", test_fraction=0.2, seed=0):
   raw = datasets.load_digits()
   x = (raw.images.astype(np.float32) / 8.0 - 1.0)[..., None]
   y = raw.target.astype(np.int32)
+  if flatten:
+    x = x.reshape(len(x), -1)
   if split == "all":
     return {"x": x, "label": y}
   perm = np.random.default_rng(seed).permutation(len(x))

@@ -12,7 +12,7 @@ from diffjax.models.edm_unets import EDM_CIFAR10, DhariwalUNet, SongUNet
 from diffjax.models.edm_unets import register_models as _register_edm_models
 from diffjax.models.mlp import MLP
 from diffjax.models.registry import (count_params, create, dropout_rate, list_models, register, split_apply,
-                                     split_train_apply)
+                                     split_features, split_train_apply)
 from diffjax.models.unet import UNet
 
 register("mlp", MLP, width=256, num_blocks=3)
@@ -28,5 +28,5 @@ dico.register_all()
 _register_edm_models()
 register("unet_cond_tiny", UNet, ch=32, ch_mult=(1, 2), num_res_blocks=1, num_classes=10)
 
-__all__ = ["DhariwalUNet", "DiCo", "DiT", "SongUNet", "MLP", "UNet", "macs", "count_params", "create", "list_models", "register", "split_apply",
+__all__ = ["DhariwalUNet", "DiCo", "DiT", "SongUNet", "MLP", "UNet", "macs", "count_params", "create", "list_models", "register", "split_apply", "split_features",
            "split_train_apply", "dropout_rate"]

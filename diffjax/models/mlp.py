@@ -42,7 +42,9 @@ class MLP(nnx.Module):
     init = nnx.initializers.zeros if zero_init_output else nnx.initializers.lecun_normal()
     self.fc_out = nnx.Linear(width, in_features, kernel_init=init, rngs=rngs)
 
-  def __call__(self, x, t, cond=None):
+  def features(self, x, t, cond=None):
+    """The last hidden activations, (B, width): what a discriminator head reads (DMD2's GAN head
+    sits on the fake score's bottleneck)."""
     if x.ndim != 2 or x.shape[-1] != self.in_features:
       raise ValueError(f"MLP expects x of shape (batch, {self.in_features}), got {x.shape}")
     t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (x.shape[0],))
@@ -50,4 +52,7 @@ class MLP(nnx.Module):
     h = self.fc_in(x)
     for block in self.blocks:
       h = block(h, emb)
-    return self.fc_out(nnx.silu(h))
+    return nnx.silu(h)
+
+  def __call__(self, x, t, cond=None):
+    return self.fc_out(self.features(x, t, cond))

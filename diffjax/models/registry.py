@@ -94,3 +94,22 @@ def split_train_apply(model):
     return module(x, t, cond)
 
   return apply_fn, params
+
+
+def split_features(model):
+  """`features_fn(params, x, t, cond=None)`: the model's `features` method as a pure function of the
+  same `params` as `split_apply` (e.g. `MLP.features`, the activations a discriminator head reads).
+
+  Raises:
+    ValueError: the model has no `features` method.
+  """
+  if not callable(getattr(model, "features", None)):
+    raise ValueError(f"{type(model).__name__} has no `features` method: a discriminator head on its features "
+                     "needs one (the MLP has it)")
+  model.eval()
+  graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+
+  def features_fn(params, x, t, cond=None):
+    return nnx.merge(graphdef, params, rest).features(x, t, cond)
+
+  return features_fn
