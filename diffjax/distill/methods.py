@@ -101,7 +101,7 @@ def method_options(config):
 
 def generator_times(num_steps, sigma_max=80.0, sigma_min=0.002, rho=7.0):
   """The K call levels of a K-step generator: the first K of a Karras grid of K + 1 levels
-  (``[80]``; ``[80, 2.51]``; ``[80, 17.5, 2.51, 0.17]`` for K = 1, 2, 4 with EDM's defaults)."""
+  (``[80]``; ``[80, 2.52]``; ``[80, 17.5, 2.52, 0.170]`` for K = 1, 2, 4 with EDM's defaults)."""
   return timesteps.karras(num_steps + 1, sigma_min, sigma_max, rho, append_zero=False)[:num_steps]
 
 

@@ -174,7 +174,7 @@ def make_distill_step(phases, *, student: str, ema_decay: float, nonfinite: str 
       new_group = optax.apply_updates(group, updates)
       norm = _tree_norm(grads)
       finite = jnp.isfinite(loss) & jnp.isfinite(norm) & all_finite(new_group)
-      return new_group, new_opt, loss, norm, finite, aux
+      return new_group, new_opt, jnp.asarray(loss, jnp.float32), jnp.asarray(norm, jnp.float32), finite, aux
 
     def skip(_):
       zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), aux_shape)
