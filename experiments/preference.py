@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 sys.path.insert(0, ROOT)
 
+import _report  # noqa: E402
 from diffjax.finetune import run as ft_run  # noqa: E402
 from diffjax.finetune import tasks  # noqa: E402
 
@@ -193,20 +194,7 @@ def write_section(rows, task_name, args, out_dir):
   lines += ["", f"![reward vs KL, {task_name}]({png})", ""] + offline_data_lines(task_name, rows, args.workdir)
   lines += dpo_displacement_lines(rows)
   section = "\n".join(lines) + "\n"
-  path = os.path.join(out_dir, "README.md")
-  old = open(path).read() if os.path.exists(path) else "# Experiments\n\nEach section is produced by the command it names.\n"
-  marker = f"## Preference optimization: {task_name}"
-  start = old.find(marker)
-  if start < 0:
-    new = old.rstrip("\n") + "\n\n" + section
-  else:  # replaced in place; a hand-written "Reading (...)" paragraph at its end is kept
-    end = old.find("\n## ", start + 1)
-    end = len(old) if end < 0 else end + 1
-    reading = old.find("\nReading (", start, end)
-    kept = old[reading + 1:end].rstrip("\n") + "\n" if reading >= 0 else ""
-    new = old[:start] + section + ("\n" + kept if kept else "") + ("\n" if end < len(old) else "") + old[end:]
-  with open(path, "w") as f:
-    f.write(new)
+  _report.write_section(out_dir, f"## Preference optimization: {task_name}", section)
   print(section)
 
 
