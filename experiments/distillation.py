@@ -6,7 +6,8 @@ progressive distillation, against the teacher at the same NFE and at 35 NFE.
   python experiments/distillation.py --task grid --tiny --out /tmp/distill   # seconds, a smoke test
 
 The teacher (configs/distillation/teacher.py:<task>, trained on first use) is sampled with EDM's
-Euler at 1, 2 and 4 NFE and Heun with 18 steps (35 NFE). Every student runs its config
+Euler at 1, 2 and 4 NFE, on the same noise levels the students are called at (`generator_times`:
+80; 80, 2.52; 80, 17.5, 2.52, 0.170; then 0), and with Heun at 18 Karras steps (35 NFE). Every student runs its config
 configs/<method>/toy.py:<task> with the options in RUNS; the DMD2, Diff-Instruct and SIM
 generators are one network call per step (a K-step DMD2 generator is its own run, trained with
 backward simulation), a consistency model is sampled at 1, 2 and 4 steps, and progressive
@@ -23,6 +24,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,6 +35,7 @@ import _report  # noqa: E402
 from diffjax import data as data_lib  # noqa: E402
 from diffjax import samplers, timesteps  # noqa: E402
 from diffjax.distill import evaluation, run as distill_run  # noqa: E402
+from diffjax.distill.methods import generator_times  # noqa: E402
 from diffjax.distill.teacher import Teacher  # noqa: E402
 
 # label -> (config directory, method options); each is one training run.
@@ -68,7 +71,10 @@ def teacher_rows(teacher, config, workdir):
   plans = [("teacher, Euler", k, samplers.euler, k) for k in TEACHER_EULER_NFE]
   plans.append(("teacher, Heun", 2 * TEACHER_HEUN_STEPS - 1, samplers.heun, TEACHER_HEUN_STEPS))
   for label, nfe, sampler, steps in plans:
-    ts = timesteps.karras(steps, 0.002, 80.0)  # ends at 0: the last step returns the denoiser's output
+    if sampler is samplers.euler:  # the students' call levels (generator_times), then 0: `steps` calls
+      ts = jnp.concatenate([generator_times(steps), jnp.zeros(1)])
+    else:
+      ts = timesteps.karras(steps, 0.002, 80.0)  # ends at 0: the last step returns the denoiser's output
 
     @jax.jit
     def sample(key, ts=ts, sampler=sampler):
