@@ -274,3 +274,34 @@ def test_eight_devices_match_one_and_split_the_generated_batch(teacher, tmp_path
   assert [r["step"] for r in logs["one"]] == [r["step"] for r in logs["eight"]] == list(range(1, 7))
   for key in ("generator/loss", "critic/loss", "critic/discriminator_loss"):
     np.testing.assert_allclose([r[key] for r in logs["eight"]], [r[key] for r in logs["one"]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def conditional_teacher(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("teacher_cond"))
+  return distill.Teacher(d(config_path="configs/distillation/teacher.py", config_options="digits,cond,tiny",
+                           workdir=workdir))
+
+
+@pytest.mark.parametrize("method,options", [("dmd2", dict(num_steps=2)), ("cd", {}), ("progressive",
+                                                                                      dict(start_steps=4, end_steps=2))])
+def test_class_conditional_teacher(conditional_teacher, tmp_path, method, options):
+  """With a class-conditional teacher the generators draw uniform labels, the data-based methods use the
+  batch's labels, and every network call gets them (a wrong or missing label would not even trace)."""
+  teacher = conditional_teacher
+  assert teacher.num_classes == 10
+  config = _config(method, teacher.workdir, **options)
+  config.teacher.config_options = "digits,cond,tiny"
+  rows = distill.distill(config, str(tmp_path), teacher=teacher)
+  assert rows and all(r["finite_fraction"] == 1.0 for r in rows)
+  if method == "dmd2":
+    m = distill.build_method(config, teacher)
+    batch = {k: jnp.asarray(v[:64]) for k, v in next(teacher.run.dataset).items()}
+    prepared = m.prepare(m.params, teacher.params, batch, jax.random.PRNGKey(0))
+    assert prepared["gen_label"].shape == (64,) and int(prepared["gen_label"].max()) < 10
+    # the fake score sees the generator's labels: other labels change its loss
+    critic = m.phases[1]
+    loss_a, _ = critic.loss_fn(m.params["critic"], m.params, teacher.params, {**batch, **prepared}, jax.random.PRNGKey(1), 0)
+    flipped = dict(prepared, gen_label=(prepared["gen_label"] + 1) % 10)
+    loss_b, _ = critic.loss_fn(m.params["critic"], m.params, teacher.params, {**batch, **flipped}, jax.random.PRNGKey(1), 0)
+    assert float(loss_a) != float(loss_b)

@@ -8,8 +8,9 @@ Adam 1e-3 with clipping, EMA 0.999, and EDM's Heun sampler with 18 Karras steps 
 sigma_data is the data's per-coordinate standard deviation: 1.418 for the ring of radius 2 and for
 the 5x5 grid of spacing 1 (both with mode std 0.1), 0.75 for the digits in [-1, 1].
 
-Options: `ring` (8 Gaussians), `grid` (25 Gaussians) or `digits`; `,tiny` trains for a few hundred
-steps (tests).
+Options: `ring` (8 Gaussians), `grid` (25 Gaussians) or `digits`; `,cond` (digits only) makes the
+teacher class-conditional (10 labels, label dropout 0.1); `,tiny` trains for a few hundred steps
+(tests).
 """
 from diffjax.configuration import d, get_default_config
 
@@ -19,15 +20,15 @@ TASKS = {"ring": ("ring8", 1.418), "grid": ("grid25", 1.418), "digits": ("digits
 def parse(options):
   parts = [p for p in options.split(",") if p]
   tasks = [p for p in parts if p in TASKS]
-  rest = [p for p in parts if p not in TASKS and p != "tiny"]
-  if len(tasks) != 1 or rest:
+  rest = [p for p in parts if p not in TASKS and p not in ("tiny", "cond")]
+  if len(tasks) != 1 or rest or ("cond" in parts and tasks != ["digits"]):
     raise ValueError(f"options {options!r} for distillation/teacher: give one task of {sorted(TASKS)}, "
-                     "optionally followed by ',tiny'")
-  return tasks[0], "tiny" in parts
+                     "optionally followed by ',cond' (digits only) and ',tiny'")
+  return tasks[0], "tiny" in parts, "cond" in parts
 
 
 def get_config(options="grid"):
-  task, tiny = parse(options)
+  task, tiny, cond = parse(options)
   name, sigma_data = TASKS[task]
   digits = task == "digits"
   config = get_default_config()
@@ -39,6 +40,9 @@ def get_config(options="grid"):
   config.model.options = d(width=512 if digits else 256, num_blocks=4 if digits else 3, embedding="fourier")
   if tiny:
     config.model.options = d(width=64, num_blocks=2, embedding="fourier")
+  if cond:
+    config.model.options.num_classes = 10
+    config.model.label_dropout = 0.1
   config.model.parametrization = "edm"
   config.model.precond = "edm"
   config.model.sigma_data = sigma_data

@@ -24,7 +24,7 @@ def get_config(options=""):
   config.data = d(name="tfds:imagenet2012", batch_size=4096, options=d(split="train", image_size=64))
   config.process = d(name="edm", options=d())
   config.model.name = "adm_imagenet64"
-  config.model.options = d()
+  config.model.options = d(num_classes=1000)
   config.model.parametrization = "edm"
   config.model.precond = "edm"
   config.model.sigma_data = 0.5

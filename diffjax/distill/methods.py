@@ -111,6 +111,20 @@ def karras_time_schedule(sigma_min=0.002, sigma_max=80.0, rho=7.0):
   return lambda u: (lo + jnp.clip(u, 0.0, 1.0) * (hi - lo))**rho
 
 
+def balanced_labels(teacher, n):
+  """Labels 0, 1, ..., K - 1, 0, 1, ... of n samples of a class-conditional teacher, else None."""
+  return None if teacher.num_classes is None else jnp.arange(n) % teacher.num_classes
+
+
+def data_labels(teacher, batch):
+  """The data batch's labels for a class-conditional teacher, else None."""
+  if teacher.num_classes is None:
+    return None
+  if "label" not in batch:
+    raise ValueError("the teacher is class-conditional (model.options.num_classes) but the data batch has no 'label'")
+  return batch["label"]
+
+
 def _critic_optimizer(config):
   return make_optimizer(config.critic_optim if "critic_optim" in config else config.optim)
 
@@ -125,25 +139,30 @@ class _Generator:
     self.teacher, self.o = teacher, o
     self.ts = generator_times(o["num_steps"], o["generator_sigma"])
 
-  def call(self, params, x_t, t):
-    return self.teacher.denoiser(params, x_t, t)
+  def call(self, params, x_t, t, cond=None):
+    return self.teacher.denoiser(params, x_t, t, cond)
 
   def sample(self, params, key, n, num_steps=None):
     if num_steps not in (None, self.o["num_steps"]):
       raise ValueError(f"this generator was trained for {self.o['num_steps']} step(s); got num_steps={num_steps}")
     k_z, k_chain = jax.random.split(key)
     z = jax.random.normal(k_z, (n,) + self.teacher.example_shape)
-    return samplers.renoise_multistep(lambda x, t: self.call(params, x, t), self.ts[0] * z, self.ts,
+    cond = balanced_labels(self.teacher, n)
+    return samplers.renoise_multistep(lambda x, t: self.call(params, x, t, cond), self.ts[0] * z, self.ts,
                                       process=self.teacher.process, key=k_chain)
 
   def draw(self, batch, key):
-    """z and the training stage of this batch (one stage per batch, as DMD2 shares it across GPUs)."""
-    k_z, k_stage, k_chain = jax.random.split(key, 3)
+    """z, the class labels of a conditional teacher (uniform, as DMD2 draws them) and the training
+    stage of this batch (one stage per batch, as DMD2 shares it across GPUs)."""
+    k_z, k_stage, k_chain, k_label = jax.random.split(key, 4)
     z = jax.random.normal(k_z, batch["x"].shape, batch["x"].dtype)
     stage = jax.random.randint(k_stage, (), 0, self.o["num_steps"])
-    return {"z": z, "stage_key": k_chain, "stage": stage}
+    out = {"z": z, "stage_key": k_chain, "stage": stage}
+    if self.teacher.num_classes is not None:
+      out["gen_label"] = jax.random.randint(k_label, (z.shape[0],), 0, self.teacher.num_classes)
+    return out
 
-  def input_at_stage(self, params, z, stage, key):
+  def input_at_stage(self, params, z, stage, key, cond=None):
     """The generator's input at its stage: sigma_0 z, or (backward simulation, no gradient) the
     current generator's own chain run from sigma_0 z through `stage` re-noisings; without backward
     simulation the later stages see no generated input and stage 0 is used."""
@@ -154,7 +173,7 @@ class _Generator:
 
     def body(x, inputs):
       i, t, t_next = inputs
-      x0 = jax.lax.stop_gradient(self.call(params, x, jnp.full((x.shape[0],), t)))
+      x0 = jax.lax.stop_gradient(self.call(params, x, jnp.full((x.shape[0],), t), cond))
       renoised = x0 + t_next * jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
       return jnp.where(i < stage, renoised, x), None
 
@@ -163,8 +182,9 @@ class _Generator:
     return jax.lax.stop_gradient(x), ts[stage]
 
   def generate(self, params, batch):
-    x_in, t = self.input_at_stage(params, batch["z"], batch["stage"], batch["stage_key"])
-    return self.call(params, x_in, jnp.full((x_in.shape[0],), t))
+    cond = batch.get("gen_label")
+    x_in, t = self.input_at_stage(params, batch["z"], batch["stage"], batch["stage_key"], cond)
+    return self.call(params, x_in, jnp.full((x_in.shape[0],), t), cond)
 
 
 def _generator_method(config, teacher, o, generator_loss, critic_loss, critic_params, *, critic_first):
@@ -214,7 +234,7 @@ def _dmd2(config, teacher, o):
     critic_params["head"] = head_params
     head_apply = lambda p, h: nnx.merge(head_graph, p)(h)
 
-  def gan_logits(critic, x, key):
+  def gan_logits(critic, x, key, cond):
     """Logits of the head on the fake score's features of x noised at a diffusion-GAN level."""
     if o["diffusion_gan"]:
       index = jax.random.randint(key, (x.shape[0],), 0, o["diffusion_gan_max_index"])
@@ -223,28 +243,30 @@ def _dmd2(config, teacher, o):
     sigma = sigmas.astype(x.dtype)[index]
     noise = jax.random.normal(jax.random.fold_in(key, 1), x.shape, x.dtype)
     x_t = x + sigma.reshape((-1,) + (1,) * (x.ndim - 1)) * noise
-    return head_apply(critic["head"], teacher.features(critic["fake_score"], x_t, sigma))
+    return head_apply(critic["head"], teacher.features(critic["fake_score"], x_t, sigma, cond))
 
   def generator_loss(x, frozen, critic, batch, key):
     k_dm, k_gan = jax.random.split(key)
-    real = lambda x_t, s: teacher.denoiser(frozen, x_t, s)
-    fake = lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s)
+    cond = batch.get("gen_label")
+    real = lambda x_t, s: teacher.denoiser(frozen, x_t, s, cond)
+    fake = lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s, cond)
     loss, aux = dl.dmd_loss(x, real, fake, k_dm, min_index=o["min_index"], max_index=o["max_index"])
     out = {"dm_loss": loss, "dm_grad_norm": aux["grad_norm"]}
     if use_gan and o["gen_cls_loss_weight"] > 0:
-      gan, _ = dl.gan_generator_loss(gan_logits(critic, x, k_gan))
+      gan, _ = dl.gan_generator_loss(gan_logits(critic, x, k_gan, cond))
       loss = loss + o["gen_cls_loss_weight"] * gan
       out["gan_loss"] = gan
     return loss, out
 
   def critic_loss(critic, frozen, batch, key):
     k_fake, k_real, k_gen = jax.random.split(key, 3)
-    loss, _ = dl.fake_score_loss(batch["x_gen"], lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s),
+    cond = batch.get("gen_label")
+    loss, _ = dl.fake_score_loss(batch["x_gen"], lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s, cond),
                                  k_fake, sigma_data=teacher.sigma_data)
     out = {"fake_score_loss": loss}
     if use_gan and o["cls_loss_weight"] > 0:
-      d_loss, aux = dl.gan_discriminator_loss(gan_logits(critic, batch["x_gen"], k_gen),
-                                              gan_logits(critic, batch["x"], k_real))
+      d_loss, aux = dl.gan_discriminator_loss(gan_logits(critic, batch["x_gen"], k_gen, cond),
+                                              gan_logits(critic, batch["x"], k_real, data_labels(teacher, batch)))
       loss = loss + o["cls_loss_weight"] * d_loss
       out.update(discriminator_loss=d_loss, **aux)
     return loss, out
@@ -254,8 +276,9 @@ def _dmd2(config, teacher, o):
 
 def _diff_instruct_critic(teacher, o):
   def critic_loss(critic, frozen, batch, key):
+    cond = batch.get("gen_label")
     loss, _ = dl.diff_instruct_fake_score_loss(
-        batch["x_gen"], lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s), key, p_mean=o["p_mean"],
+        batch["x_gen"], lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s, cond), key, p_mean=o["p_mean"],
         p_std=o["p_std"], sigma_data=teacher.sigma_data, reduce="mean")
     return loss, {"fake_score_loss": loss}
   return critic_loss
@@ -263,9 +286,10 @@ def _diff_instruct_critic(teacher, o):
 
 def _diff_instruct(config, teacher, o):
   def generator_loss(x, frozen, critic, batch, key):
+    cond = batch.get("gen_label")
     loss, _ = dl.diff_instruct_generator_loss(
-        x, lambda x_t, s: teacher.denoiser(frozen, x_t, s),
-        lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s), key, p_mean=o["p_mean"], p_std=o["p_std"])
+        x, lambda x_t, s: teacher.denoiser(frozen, x_t, s, cond),
+        lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s, cond), key, p_mean=o["p_mean"], p_std=o["p_std"])
     return loss, {}
 
   return _generator_method(config, teacher, o, generator_loss, _diff_instruct_critic(teacher, o),
@@ -274,9 +298,10 @@ def _diff_instruct(config, teacher, o):
 
 def _sim(config, teacher, o):
   def generator_loss(x, frozen, critic, batch, key):
+    cond = batch.get("gen_label")
     loss, _ = dl.sim_generator_loss(
-        x, lambda x_t, s: teacher.denoiser(frozen, x_t, s),
-        lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s), key, distance=o["distance"], c=o["c"],
+        x, lambda x_t, s: teacher.denoiser(frozen, x_t, s, cond),
+        lambda x_t, s: teacher.denoiser(critic["fake_score"], x_t, s, cond), key, distance=o["distance"], c=o["c"],
         sampling=o["sampling"], weighting=o["weighting"], p_mean=o["p_mean"], p_std=o["p_std"])
     return loss, {}
 
@@ -292,21 +317,22 @@ def _consistency_sampler(teacher, o):
     ts = generator_times(num_steps, o["sigma_max"], o["sigma_min"], o["rho"])
     k_z, k_chain = jax.random.split(key)
     x = ts[0] * jax.random.normal(k_z, (n,) + teacher.example_shape)
-    f = lambda x, s: dl.consistency_fn(teacher.network(params), x, s, sigma_data=teacher.sigma_data,
-                                       sigma_min=o["sigma_min"])
+    f = lambda x, s: dl.consistency_fn(teacher.network(params, balanced_labels(teacher, n)), x, s,
+                                       sigma_data=teacher.sigma_data, sigma_min=o["sigma_min"])
     return samplers.consistency_multistep(f, x, ts, key=k_chain, sigma_min=o["sigma_min"])
   return sample
 
 
 def _cd(config, teacher, o):
   def loss(student, params, frozen, batch, key, step):
-    f = lambda x, s: dl.consistency_fn(teacher.network(student), x, s, sigma_data=teacher.sigma_data,
+    cond = data_labels(teacher, batch)
+    f = lambda x, s: dl.consistency_fn(teacher.network(student, cond), x, s, sigma_data=teacher.sigma_data,
                                        sigma_min=o["sigma_min"])
-    target = lambda x, s: dl.consistency_fn(teacher.network(jax.lax.stop_gradient(student)), x, s,
+    target = lambda x, s: dl.consistency_fn(teacher.network(jax.lax.stop_gradient(student), cond), x, s,
                                             sigma_data=teacher.sigma_data, sigma_min=o["sigma_min"])
     value, aux = dl.consistency_loss(
         f, target, batch["x"], key, num_scales=o["num_scales"], mode="cd",
-        teacher_denoiser=lambda x, s: teacher.denoiser(frozen, x, s), solver=o["solver"], distance=o["distance"],
+        teacher_denoiser=lambda x, s: teacher.denoiser(frozen, x, s, cond), solver=o["solver"], distance=o["distance"],
         weighting=o["weighting"], sigma_min=o["sigma_min"], sigma_max=o["sigma_max"], rho=o["rho"])
     return value, {"distance": aux["distance"]}
 
@@ -319,9 +345,10 @@ def _ict(config, teacher, o):
   stages = sorted({dl.ict_num_scales(k, total, o["s0"], o["s1"]) for k in range(0, total + 1)})
 
   def loss(student, params, frozen, batch, key, step):
-    f = lambda x, s: dl.consistency_fn(teacher.network(student), x, s, sigma_data=teacher.sigma_data,
+    cond = data_labels(teacher, batch)
+    f = lambda x, s: dl.consistency_fn(teacher.network(student, cond), x, s, sigma_data=teacher.sigma_data,
                                        sigma_min=o["sigma_min"])
-    target = lambda x, s: dl.consistency_fn(teacher.network(jax.lax.stop_gradient(student)), x, s,
+    target = lambda x, s: dl.consistency_fn(teacher.network(jax.lax.stop_gradient(student), cond), x, s,
                                             sigma_data=teacher.sigma_data, sigma_min=o["sigma_min"])
 
     def with_scales(n):
@@ -354,7 +381,8 @@ def progressive_sampler(teacher, o):
     num_steps = o["num_steps"] if num_steps is None else num_steps
     ts = schedule(jnp.linspace(1.0, 0.0, num_steps + 1))
     x = ts[0] * jax.random.normal(key, (n,) + teacher.example_shape)
-    return samplers.ddim(lambda x, t: teacher.denoiser(params, x, t), x, ts, process=teacher.process)
+    cond = balanced_labels(teacher, n)
+    return samplers.ddim(lambda x, t: teacher.denoiser(params, x, t, cond), x, ts, process=teacher.process)
   return sample
 
 
@@ -362,8 +390,10 @@ def _progressive(config, teacher, o, student_params=None):
   schedule = karras_time_schedule(o["sigma_min"], o["sigma_max"], o["rho"])
 
   def loss(student, params, frozen, batch, key, step):
+    cond = data_labels(teacher, batch)
     value, aux = dl.progressive_distillation_loss(
-        lambda z, t: teacher.denoiser(student, z, t), lambda z, t: teacher.denoiser(frozen, z, t), batch["x"], key,
+        lambda z, t: teacher.denoiser(student, z, t, cond), lambda z, t: teacher.denoiser(frozen, z, t, cond),
+        batch["x"], key,
         process=teacher.process, num_steps=o["num_steps"], weighting=o["weighting"], time_schedule=schedule)
     return value, {"x_mse": jnp.mean(aux["x_mse"])}
 
