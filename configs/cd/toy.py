@@ -17,5 +17,5 @@ from _common import parse, toy_config  # noqa: E402
 
 def get_config(options="grid"):
   task, tiny = parse(options, "cd/toy")
-  return toy_config("cd", task, tiny, lr=1e-4, num_steps=10_000, ema_decay=0.999, num_scales=18,
+  return toy_config("cd", task, tiny, lr=1e-4, num_steps=5000, ema_decay=0.999, num_scales=18,
                     solver="heun", distance="l2")

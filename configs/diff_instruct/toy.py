@@ -14,4 +14,4 @@ from _common import parse, toy_config  # noqa: E402
 
 def get_config(options="grid"):
   task, tiny = parse(options, "diff_instruct/toy")
-  return toy_config("diff_instruct", task, tiny, lr=1e-4, num_steps=10_000)
+  return toy_config("diff_instruct", task, tiny, lr=1e-4, num_steps=3000)

@@ -46,5 +46,6 @@ def toy_config(method, task, tiny=False, *, lr, num_steps, ema_decay=0.0, **meth
   config.training.log_every = 4 if tiny else 500
   config.training.ckpt_every = 0 if tiny else 2000
   config.training.ema_decay = ema_decay
+  config.training.n_jitted_steps = 1 if tiny else 10  # ten steps per compiled call (one lax.scan)
   config.eval.n_samples = 256 if tiny else (2000 if task == "digits" else 10_000)
   return config

@@ -18,4 +18,4 @@ from _common import parse, toy_config  # noqa: E402
 
 def get_config(options="grid"):
   task, tiny = parse(options, "dmd2/toy")
-  return toy_config("dmd2", task, tiny, lr=5e-4, num_steps=10_000, generator_every=5)
+  return toy_config("dmd2", task, tiny, lr=5e-4, num_steps=5000, generator_every=5)

@@ -17,6 +17,6 @@ from _common import parse, toy_config  # noqa: E402
 
 def get_config(options="grid"):
   task, tiny = parse(options, "ict/toy")
-  config = toy_config("ict", task, tiny, lr=1e-3, num_steps=10_000, ema_decay=0.999,
+  config = toy_config("ict", task, tiny, lr=1e-3, num_steps=5000, ema_decay=0.999,
                       **(dict(s0=10, s1=20) if tiny else dict(s0=10, s1=1280)))
   return config

@@ -17,5 +17,5 @@ from _common import parse, toy_config  # noqa: E402
 
 def get_config(options="grid"):
   task, tiny = parse(options, "progressive/toy")
-  return toy_config("progressive", task, tiny, lr=2e-4, num_steps=1500, start_steps=8 if tiny else 64,
+  return toy_config("progressive", task, tiny, lr=2e-4, num_steps=800, start_steps=8 if tiny else 64,
                     end_steps=2 if tiny else 1, weighting="snr_trunc")

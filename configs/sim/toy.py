@@ -17,4 +17,4 @@ from _common import parse, toy_config  # noqa: E402
 
 def get_config(options="grid"):
   task, tiny = parse(options, "sim/toy")
-  return toy_config("sim", task, tiny, lr=1e-4, num_steps=10_000, distance="pseudo_huber", c=1.0)
+  return toy_config("sim", task, tiny, lr=1e-4, num_steps=3000, distance="pseudo_huber", c=1.0)
