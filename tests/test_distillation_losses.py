@@ -118,6 +118,49 @@ def test_dmd_gradient_is_exactly_zero_when_fake_equals_real(x64):
   assert np.array_equal(np.asarray(grad), np.zeros(x.shape))
 
 
+def _logit(xt, sigma):
+  return jnp.sum(xt, axis=1) - 0.3 * jnp.log(sigma)
+
+
+def _np_f_distill_h(ratio, index, f_div, min_index, max_index, num_bins):
+  """FastGen's two normalisations, written out per bin with numpy."""
+  r = np.clip(np.exp(np.clip(ratio, -10, 10)), 0.1, 20.0)
+  width = (max_index - min_index) / num_bins
+  bins = np.clip(np.floor((index - min_index) / width).astype(int), 0, num_bins - 1)
+  r = np.array([r[i] / (r[bins == bins[i]].mean() + 1e-6) for i in range(len(r))])
+  h = {"rkl": np.ones_like(r), "kl": r, "js": 1 - 1 / (1 + r), "sf": 1 / (1 + r), "neyman": 1 / np.maximum(r, 1e-8),
+       "sh": np.sqrt(r), "jf": 1 + r}[f_div]
+  return h / (h.mean() + 1e-6)
+
+
+@pytest.mark.parametrize("f_div", dl.F_DIVERGENCES)
+def test_f_distill_gradient_is_h_weighted_field_over_numel(x64, f_div):
+  x = _normal(1, (64, 3))
+  key = jax.random.PRNGKey(11)
+  loss, aux = dl.f_distill_loss(x, _dmd_real, _dmd_fake, _logit, key, f_div=f_div, num_bins=4)
+  _, k_noise = _keys(key)
+  sigma, index = np.asarray(aux["sigma"]), np.asarray(aux["index"])
+  x_t = np.asarray(x) + sigma[:, None] * np.asarray(jax.random.normal(k_noise, x.shape))
+  h = _np_f_distill_h(np.asarray(_logit(x_t, sigma)), index, f_div, dl.DMD2_MIN_INDEX, dl.DMD2_MAX_INDEX, 4)
+  np.testing.assert_allclose(aux["h"], h, rtol=1e-10)
+  mu_real, mu_fake = np.asarray(_dmd_real(x_t, sigma)), np.asarray(_dmd_fake(x_t, sigma))
+  p_real = np.asarray(x) - mu_real
+  g = h[:, None] * (mu_fake - mu_real) / (np.abs(p_real).mean(axis=1, keepdims=True) + 1e-6)
+  grad = jax.grad(lambda y: dl.f_distill_loss(y, _dmd_real, _dmd_fake, _logit, key, f_div=f_div, num_bins=4)[0])(x)
+  np.testing.assert_allclose(grad, g / x.size, rtol=1e-9, atol=1e-15)
+  np.testing.assert_allclose(np.mean(h), 1.0, rtol=1e-5)  # batch-normalised weights
+
+
+def test_f_distill_reverse_kl_is_dmd(x64):
+  x = _normal(2, (16, 3))
+  key = jax.random.PRNGKey(5)
+  ours, _ = dl.f_distill_loss(x, _dmd_real, _dmd_fake, _logit, key, f_div="rkl")
+  dmd, _ = dl.dmd_loss(x, _dmd_real, _dmd_fake, key)
+  np.testing.assert_allclose(ours, dmd, rtol=1e-5)  # only the 1e-6 guards differ
+  with pytest.raises(ValueError, match="f_div"):
+    dl.f_distill_loss(x, _dmd_real, _dmd_fake, _logit, key, f_div="tv")
+
+
 def test_dmd_default_grid_and_index_range(x64):
   sigmas = np.asarray(dl.karras_index_sigmas(1000, ascending=True))
   np.testing.assert_allclose(sigmas, _np_karras_desc(1000)[::-1], rtol=1e-13)

@@ -10,6 +10,6 @@ from diffjax.losses import preference
 from diffjax.losses.preference import (d3po_loss, ddo_loss, diffusion_dpo, kto_loss, preference_loss, rank_dpo,
                                        sft_loss, spo_loss)
 from diffjax.losses import distillation
-from diffjax.losses.distillation import (consistency_loss, diff_instruct_generator_loss, dmd_loss, fake_score_loss,
-                                         guidance_distillation_loss, progressive_distillation_loss,
+from diffjax.losses.distillation import (consistency_loss, diff_instruct_generator_loss, dmd_loss, f_distill_loss,
+                                         fake_score_loss, guidance_distillation_loss, progressive_distillation_loss,
                                          sim_generator_loss)

@@ -29,6 +29,7 @@ Functions:
     fake_score_loss          DMD2 critic loss, weight sigma^-2 + sigma_data^-2
     gan_generator_loss       softplus(-logit_fake).mean()
     gan_discriminator_loss   softplus(logit_fake).mean() + softplus(-logit_real).mean()
+    f_divergence_weight, f_distill_loss   f-distill's h(r)-weighted DM loss (FastGen's code)
     dmd_regression_loss      DMD (v1) paired regression (l2 / l1 / pseudo-Huber; no LPIPS)
     diff_instruct_generator_loss, diff_instruct_fake_score_loss
     sim_distance             d(y) and d'(y) for SIM ("l2": ||y||^2 / 2, "pseudo_huber")
@@ -324,6 +325,95 @@ def fake_score_loss(x, fake_denoiser, key, *, sigmas=None, sigma_data=0.5):
   weight = sigma**-2 + 1.0 / sigma_data**2
   loss = jnp.mean(_bc(weight, x) * (fake_denoiser(x_t, sigma) - x)**2)
   return loss, _sg({"index": index, "sigma": sigma})
+
+
+F_DIVERGENCES = ("rkl", "kl", "js", "sf", "neyman", "sh", "jf")
+
+
+def f_divergence_weight(ratio, f_div):
+  """f-distill's weighting h(r) of the score difference for the density ratio r = p_t / q_t
+  (Xu, Nie, Vahdat, arXiv 2502.15681; NVIDIA FastGen ``fastgen/methods/distribution_matching/
+  f_distill.py``)::
+
+      rkl: 1 (= DMD / VSD)   kl: r   js: 1 - 1/(1 + r)   sf: 1/(1 + r)
+      neyman: 1/max(r, 1e-8)   sh (squared Hellinger): sqrt(r)   jf (Jeffreys): 1 + r
+  """
+  _check_choice("f_divergence_weight", "f_div", f_div, F_DIVERGENCES)
+  r = jnp.asarray(ratio)
+  if f_div == "rkl":
+    return jnp.ones_like(r)
+  if f_div == "kl":
+    return r
+  if f_div == "js":
+    return 1.0 - 1.0 / (1.0 + r)
+  if f_div == "sf":
+    return 1.0 / (1.0 + r)
+  if f_div == "neyman":
+    return 1.0 / jnp.maximum(r, 1e-8)
+  if f_div == "sh":
+    return jnp.sqrt(r)
+  return 1.0 + r
+
+
+def f_distill_loss(x, real_denoiser, fake_denoiser, logit_fn, key, *, f_div="js", ratio_lower=0.1,
+                   ratio_upper=20.0, num_bins=10, sigmas=None, min_index=DMD2_MIN_INDEX,
+                   max_index=DMD2_MAX_INDEX, reduction="mean"):
+  """f-distill generator loss (Xu, Nie, Vahdat 2025, arXiv 2502.15681), as NVIDIA FastGen
+  ``f_distill.py`` with its defaults (``ratio_ema_rate = 0``)::
+
+      idx ~ randint(min_index, max_index + 1); sigma = sigmas[idx]; x_t = x + sigma eps     # as dmd_loss
+      r = clip(exp(clip(logit_fn(x_t, sigma), -10, 10)), ratio_lower, ratio_upper)         # detached
+      r = r / mean(r over the samples in the same of num_bins index bins)                  # ratio normalisation
+      h = h_f(r);  h = h / (mean_batch(h) + 1e-6)                                          # second normalisation
+      g = h * (p_real - p_fake) / (mean|p_real| + 1e-6);  loss = pseudo_target_loss(x, g)
+
+  ``logit_fn`` is the discriminator on the *same* noisy x_t (the official one reads the frozen
+  teacher's features and is trained with `gan_discriminator_loss`; its optimal logit is
+  log(p_t / q_t), hence r = exp(logit)). With ``f_div="rkl"`` (h = 1) this is `dmd_loss` up to
+  the 1e-6 in the normaliser. Not included: the EMA of the per-bin means across steps
+  (``ratio_ema_rate``, 0.5 in the ImageNet-64 config), which needs state; the GAN generator term
+  FastGen adds (``gan_loss_weight_gen * gan_generator_loss``) is left to the caller.
+
+  Returns:
+    ``(loss, aux)``; aux: ``index``, ``sigma``, ``ratio``, ``h`` (B,), ``grad_norm``.
+  """
+  fn = "f_distill_loss"
+  _check_callable(fn, "real_denoiser", real_denoiser)
+  _check_callable(fn, "fake_denoiser", fake_denoiser)
+  _check_callable(fn, "logit_fn", logit_fn)
+  _check_batched(fn, "x", x)
+  _check_choice(fn, "f_div", f_div, F_DIVERGENCES)
+  _check_choice(fn, "reduction", reduction, PSEUDO_TARGET_REDUCTIONS)
+  if not (_is_int(num_bins) and num_bins >= 1):
+    raise ValueError(f"{fn}: num_bins must be a positive integer, got {num_bins!r}")
+  if not 0 < ratio_lower <= ratio_upper:
+    raise ValueError(f"{fn}: need 0 < ratio_lower <= ratio_upper, got {ratio_lower}, {ratio_upper}")
+  x = jnp.asarray(x)
+  sigmas = _default_dmd2_sigmas(sigmas, x.dtype)
+  _check_sigmas(fn, sigmas)
+  _check_index_range(fn, min_index, max_index, sigmas.shape[0])
+  k_index, k_noise = jax.random.split(key)
+  index = jax.random.randint(k_index, (x.shape[0],), min_index, max_index + 1)
+  sigma = sigmas[index]
+  noise = jax.random.normal(k_noise, x.shape, x.dtype)
+  x_sg = jax.lax.stop_gradient(x)
+  x_t = x_sg + _bc(sigma, x) * noise
+  mu_real = jax.lax.stop_gradient(real_denoiser(x_t, sigma))
+  mu_fake = jax.lax.stop_gradient(fake_denoiser(x_t, sigma))
+  logit = jax.lax.stop_gradient(jnp.asarray(logit_fn(x_t, sigma)).reshape(x.shape[0], -1).mean(axis=1))
+  ratio = jnp.clip(jnp.exp(jnp.clip(logit, -10.0, 10.0)), ratio_lower, ratio_upper)
+  width = max((max_index - min_index) / num_bins, 1e-12)
+  bins = jnp.clip(jnp.floor((index - min_index) / width).astype(jnp.int32), 0, num_bins - 1)
+  onehot = jax.nn.one_hot(bins, num_bins, dtype=x.dtype)
+  bin_mean = (onehot.T @ ratio) / jnp.maximum(onehot.sum(axis=0), 1.0)
+  ratio = ratio / (bin_mean[bins] + 1e-6)
+  h = f_divergence_weight(ratio, f_div)
+  h = h / (jnp.mean(h) + 1e-6)
+  p_real, p_fake = x_sg - mu_real, x_sg - mu_fake
+  norm = jnp.mean(jnp.abs(p_real), axis=tuple(range(1, x.ndim)), keepdims=True) + 1e-6
+  g = jnp.nan_to_num(_bc(h, x) * (p_real - p_fake) / norm)
+  loss, aux = pseudo_target_loss(x, g, reduction)
+  return loss, _sg(dict(aux, index=index, sigma=sigma, ratio=ratio, h=h))
 
 
 def gan_generator_loss(logit_fake):
