@@ -63,7 +63,7 @@ def load_config(directory, task, tiny):
   return module.get_config(task + (",tiny" if tiny else ""))
 
 
-def teacher_rows(teacher, config, workdir):
+def teacher_rows(teacher, config, workdir, extra=None):
   """The teacher with Euler at 1/2/4 NFE and Heun at 35 NFE, measured like the students."""
   n = config.eval.n_samples
   data, floor, mixture = _references(teacher, config)
@@ -86,10 +86,34 @@ def teacher_rows(teacher, config, workdir):
     row = {"label": label, "nfe": nfe, "minutes": (time.time() - t0) / 60,
            **evaluation.sample_metrics(samples, data, jax.random.PRNGKey(config.seed + 44), floor_data=floor,
                                        mixture=mixture)}
+    if extra is not None:
+      row.update(extra(samples))
     rows.append(row)
     samples_by[(label, nfe)] = samples
     print(json.dumps(row), flush=True)
   return rows, samples_by
+
+
+class DigitsFeatures:
+  """Digits only: the library's digit classifier (trained once) gives a Frechet distance in its features
+  ("FD-digits") and the total variation between the samples' and the data's class histograms."""
+
+  def __init__(self, data, seed=0):
+    from diffjax.metrics import digits_classifier
+    self.clf = digits_classifier.train_digits_classifier(jax.random.PRNGKey(seed))
+    self.data_feats, self.data_hist = self._stats(data)
+
+  def _stats(self, x):
+    images = jnp.asarray(np.asarray(x).reshape(-1, 8, 8, 1))
+    feats = np.asarray(self.clf.features(images), np.float64)
+    classes = np.asarray(jnp.argmax(self.clf.logits(images), -1))
+    return feats, np.bincount(classes, minlength=10) / len(classes)
+
+  def __call__(self, samples):
+    from diffjax.metrics import fid
+    feats, hist = self._stats(np.clip(samples, -1.0, 1.0))
+    return {"fd_digits": float(fid.fid_from_features(feats, self.data_feats)),
+            "class_tv": float(0.5 * np.abs(hist - self.data_hist).sum())}
 
 
 def _references(teacher, config):
@@ -100,7 +124,7 @@ def _references(teacher, config):
   return data, floor, (mixture if mixture is not None and hasattr(mixture, "means") else None)
 
 
-def run_students(task, labels, tiny, workdir, teacher):
+def run_students(task, labels, tiny, workdir, teacher, extra=None):
   rows, samples_by = [], {}
   for label in labels:
     directory, options = RUNS[label]
@@ -116,10 +140,11 @@ def run_students(task, labels, tiny, workdir, teacher):
     for r in result_rows:
       if directory == "progressive" and r["nfe"] > 4:
         continue  # the intermediate stages (32, 16, 8 steps) are in results.json
-      rows.append({"label": label, **r, "minutes": minutes, "train_steps": steps,
-                   "lr": config.optim.lr, "batch": config.data.batch_size})
       with np.load(os.path.join(run_dir, f"samples_{r['nfe']}.npz")) as f:
         samples_by[(label, r["nfe"])] = f["samples"]
+      rows.append({"label": label, **r, "minutes": minutes, "train_steps": steps, "lr": config.optim.lr,
+                   "batch": config.data.batch_size,
+                   **(extra(samples_by[(label, r["nfe"])]) if extra is not None else {})})
   return rows, samples_by
 
 
@@ -156,6 +181,8 @@ def plot_samples(samples_by, teacher, task, path, data):
 def _fmt(r, heun_sw):
   modes = (f"{r['modes_covered']}/{r['num_modes']} | {r['hq_fraction']:.2f} | {r['mode_tv']:.2f} | "
            if "modes_covered" in r else "")
+  if "fd_digits" in r:
+    modes = f"{r['fd_digits']:.2f} | {r['class_tv']:.3f} | "
   return (f"{r['nfe']} | {r['sliced_wasserstein']:.4f} | {r['sliced_wasserstein'] / heun_sw:.2f} | "
           f"{r['mmd2']:.4f} | " + modes)
 
@@ -164,6 +191,7 @@ def write_section(teacher_rows_, student_rows, task, args, out_dir, floor_sw, n_
   heun = [r for r in teacher_rows_ if r["label"] == "teacher, Heun"][0]
   heun_sw = heun["sliced_wasserstein"]
   has_modes = "modes_covered" in heun
+  has_digits = "fd_digits" in heun
   cmd = f"python experiments/distillation.py --task {task}" + (" --tiny" if args.tiny else "")
   title = {"grid": "25-Gaussian grid", "ring": "8-Gaussian ring", "digits": "8x8 digits"}[task]
   lines = [
@@ -176,11 +204,14 @@ def write_section(teacher_rows_, student_rows, task, args, out_dir, floor_sw, n_
       f"Wasserstein-2 over 512 directions (data-vs-data noise floor {floor_sw:.4f}); SW / Heun-35: the ratio to the "
       f"teacher's 35-NFE Heun samples; MMD^2: RBF-kernel sum, {min(n_samples, 3000):,} vs {min(n_samples, 3000):,}"
       + ("; modes: covered (>= 25 % of the expected count within 3 std), HQ: fraction within 3 std of a centre, "
-         "mode TV: total variation of the per-mode histogram to uniform" if has_modes else "") + ".",
+         "mode TV: total variation of the per-mode histogram to uniform" if has_modes else "")
+      + ("; FD-digits: Frechet distance in the features of the library's digit classifier (samples clipped to "
+         "[-1, 1]), class TV: total variation between the classifier's class histograms of the samples and of the "
+         "data" if has_digits else "") + ".",
       "",
       "| sampler / student | NFE | SW | SW / Heun-35 | MMD^2 | " + ("modes | HQ | mode TV | " if has_modes else "")
-      + "train steps (lr, batch) | minutes |",
-      "|---|---|---|---|---|" + ("---|---|---|" if has_modes else "") + "---|---|",
+      + ("FD-digits | class TV | " if has_digits else "") + "train steps (lr, batch) | minutes |",
+      "|---|---|---|---|---|" + ("---|---|---|" if has_modes else "") + ("---|---|" if has_digits else "") + "---|---|",
   ]
   for r in teacher_rows_:
     lines.append(f"| {r['label']} | " + _fmt(r, heun_sw) + " | |")
@@ -225,10 +256,11 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   base = load_config("dmd2", args.task, args.tiny)
   teacher = Teacher(base.teacher)
-  t_rows, samples_by = teacher_rows(teacher, base, args.workdir)
-  s_rows, s_samples = run_students(args.task, labels, args.tiny, args.workdir, teacher)
-  samples_by.update(s_samples)
   data, floor, _ = _references(teacher, base)
+  extra = DigitsFeatures(data) if args.task == "digits" else None
+  t_rows, samples_by = teacher_rows(teacher, base, args.workdir, extra)
+  s_rows, s_samples = run_students(args.task, labels, args.tiny, args.workdir, teacher, extra)
+  samples_by.update(s_samples)
   floor_sw = t_rows[0]["sliced_wasserstein_floor"]
   with open(os.path.join(args.out, f"distillation_{args.task}.json"), "w") as f:
     json.dump({"teacher": t_rows, "students": s_rows}, f, indent=1)

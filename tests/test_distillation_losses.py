@@ -385,6 +385,34 @@ def _raw_net(x_in, c_noise):
   return 7.0 + jnp.sin(x_in) * c_noise[:, None]
 
 
+def test_tdm_diffusion_keeps_the_marginal_and_weights_by_the_effective_noise(x64):
+  x0, eps, n = _normal(0, (5, 4)), _normal(1, (5, 4)), _normal(2, (5, 4))
+  a_mid, s_mid, a_t, s_t = 0.9, np.sqrt(1 - 0.81), 0.6, 0.8
+  x_t, w = dl.tdm_diffuse(a_mid * x0 + s_mid * eps, eps, a_mid, s_mid, a_t, s_t, n)
+  beta = np.sqrt(s_t**2 - (a_t / a_mid * s_mid)**2)
+  mixed = (np.asarray(eps) * a_t / a_mid * s_mid + beta * np.asarray(n)) / s_t
+  np.testing.assert_allclose(x_t, a_t * np.asarray(x0) + s_t * mixed, rtol=1e-12, atol=1e-14)
+  np.testing.assert_allclose(w, np.exp(-0.5 * (mixed**2).mean(1)) / np.exp(-0.5 * (np.asarray(n)**2).mean(1)),
+                             rtol=1e-12)
+
+
+@pytest.mark.parametrize("huber", [True, False])
+def test_tdm_generator_gradient_is_the_normalised_field(x64, huber):
+  x0, real, fake, unc = (_normal(i, (6, 5)) for i in range(4))
+  cfg, c = 3.0, 1e-3
+  grad = jax.grad(lambda y: dl.tdm_generator_loss(y, real, fake, x0_real_uncond=unc, cfg=cfg, huber=huber, c=c)[0])(x0)
+  real_cfg = np.asarray(real) + (cfg - 1) * (np.asarray(real) - np.asarray(unc))
+  wf = np.abs(np.asarray(x0) - real_cfg).mean(1, keepdims=True)
+  diff = -(np.asarray(real) - np.asarray(fake)) - (cfg - 1) * (np.asarray(real) - np.asarray(unc))  # x0 - target
+  field = diff / np.sqrt(diff**2 + c**2) if huber else 2 * diff
+  np.testing.assert_allclose(grad, field / wf / x0.size, rtol=1e-10)
+  with pytest.raises(ValueError, match="x0_real_uncond"):
+    dl.tdm_generator_loss(x0, real, fake, cfg=2.0)
+  loss, _ = dl.tdm_fake_score_loss(fake, x0, jnp.array([1.0, 10.0, 3.0, 0.1, 7.0, 5.0]), jnp.ones(6))
+  per = ((np.asarray(fake) - np.asarray(x0))**2).mean(1) * np.minimum([1.0, 10.0, 3.0, 0.1, 7.0, 5.0], 5.0)
+  np.testing.assert_allclose(loss, per.mean(), rtol=1e-12)
+
+
 def test_consistency_boundary_condition_and_parametrization(x64):
   x = _normal(0, (3, 4))
   out = dl.consistency_fn(_raw_net, x, 0.002)

@@ -7,7 +7,6 @@
                        high-quality fraction, and the total-variation distance of the per-mode
                        histogram to the mixture weights (mode re-weighting, which SW under-weights)
 """
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -34,6 +34,8 @@ Functions:
     diff_instruct_generator_loss, diff_instruct_fake_score_loss
     sim_distance             d(y) and d'(y) for SIM ("l2": ||y||^2 / 2, "pseudo_huber")
     sim_generator_loss       SIM score-gradient surrogate (see its docstring: partly unverified)
+  TDM (the demo's arithmetic; the trajectory roll-out is the caller's)
+    tdm_diffuse, tdm_fake_score_loss, tdm_generator_loss
   Consistency models (CD, CT, iCT)
     consistency_parametrization, consistency_fn, consistency_ode_step, consistency_loss,
     pseudo_huber, ict_num_scales, ict_lognormal_index_probs, ct_num_scales, ct_target_ema
@@ -731,6 +733,71 @@ def sim_generator_loss(x, real_denoiser, fake_denoiser, key, *, distance="pseudo
 # ----------------------------------------------------------------------------------------------
 # consistency models
 # ----------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------
+# TDM (trajectory distribution matching): the demo's arithmetic on network outputs
+# ----------------------------------------------------------------------------------------------
+def tdm_diffuse(x_mid, eps_student, alpha_mid, sigma_mid, alpha_t, sigma_t, noise):
+  """TDM's stochastic diffusion of the student's deterministic point ``x_mid`` (at t_mid) to a
+  later t, and the fake score's importance weight (Luo et al., ICCV 2025, arXiv 2503.06674;
+  ``Luo-Yihong/TDM`` ``train_tdm_demo.py``, VP)::
+
+      x_t   = (alpha_t / alpha_mid) x_mid + beta n,   beta = sqrt(sigma_t^2 - (alpha_t sigma_mid / alpha_mid)^2)
+      mixed = (eps_student (alpha_t / alpha_mid) sigma_mid + beta n) / sigma_t      # the effective noise
+      w_is  = exp(-mean(mixed^2) / 2) / exp(-mean(n^2) / 2)                        # per sample
+
+  With ``x_mid = alpha_mid x0 + sigma_mid eps_student`` this is ``alpha_t x0 + sigma_t mixed``.
+
+  Args:
+    x_mid, eps_student, noise: shape (B, ...); alpha_*, sigma_*: scalars or (B,), t after t_mid.
+
+  Returns:
+    ``(x_t, w_is)`` with w_is of shape (B,).
+  """
+  x_mid = jnp.asarray(x_mid)
+  b = lambda v: _bc(jnp.asarray(v, x_mid.dtype), x_mid)
+  ratio = b(alpha_t) / b(alpha_mid)
+  beta = jnp.sqrt(jnp.maximum(b(sigma_t)**2 - (ratio * b(sigma_mid))**2, 0.0))
+  x_t = ratio * x_mid + beta * noise
+  mixed = (eps_student * ratio * b(sigma_mid) + beta * noise) / b(sigma_t)
+  w_is = jnp.exp(-0.5 * utils.mean_except_batch(mixed**2)) / jnp.exp(-0.5 * utils.mean_except_batch(noise**2))
+  return x_t, jax.lax.stop_gradient(w_is)
+
+
+def tdm_fake_score_loss(x0_fake, x0_student, snr, w_is, *, snr_clip=5.0):
+  """TDM's fake-score loss: ``mean_b[ mean((x0_fake - sg(x0_student))^2) * min(SNR(t), 5) * w_is ]``
+  (``train_tdm_demo.py``; x0-MSE with min-SNR weighting and the importance weight of `tdm_diffuse`)."""
+  x0_student = jax.lax.stop_gradient(jnp.asarray(x0_student))
+  per = utils.mean_except_batch((jnp.asarray(x0_fake) - x0_student)**2)
+  return jnp.mean(per * jnp.minimum(jnp.asarray(snr), snr_clip) * jax.lax.stop_gradient(w_is)), {}
+
+
+def tdm_generator_loss(x0_student, x0_real, x0_fake, *, x0_real_uncond=None, cfg=1.0, huber=True, c=1e-3):
+  """TDM's generator loss on the student's one-step x0 at its own trajectory point
+  (``train_tdm_demo.py``, ``--use_huber``)::
+
+      x0_real_cfg = x0_real + (cfg - 1)(x0_real - x0_real_uncond)                # CFG on the teacher only
+      target = sg(x0_G + (x0_real - x0_fake) + (cfg - 1)(x0_real - x0_real_uncond))
+      wf = sg(mean_{C,H,W} |x0_G - x0_real_cfg|)                                  # per sample
+      huber: mean((sqrt((x0_G - target)^2 + c^2) - c) / wf)   (element-wise, c = 1e-3)
+      else:  mean((x0_G - target)^2 / wf)
+
+  i.e. DMD's normalised field with an element-wise pseudo-Huber. The demo's trajectory roll-out
+  (the student's own K-step chain re-noised with its predicted eps, stage intervals of
+  ``T_tot / K``) is the caller's; ``x0_real`` / ``x0_fake`` are the teacher's and the fake score's
+  x0 at the diffused point (`tdm_diffuse`).
+  """
+  x0 = jnp.asarray(x0_student)
+  x0_real, x0_fake = jax.lax.stop_gradient(x0_real), jax.lax.stop_gradient(x0_fake)
+  guide = 0.0 if x0_real_uncond is None else (cfg - 1.0) * (x0_real - jax.lax.stop_gradient(x0_real_uncond))
+  if x0_real_uncond is None and cfg != 1.0:
+    raise ValueError("tdm_generator_loss: cfg != 1 needs x0_real_uncond")
+  target = jax.lax.stop_gradient(x0 + (x0_real - x0_fake) + guide)
+  wf = jax.lax.stop_gradient(jnp.mean(jnp.abs(x0 - (x0_real + guide)), axis=tuple(range(1, x0.ndim)), keepdims=True))
+  diff = x0 - target
+  per = (jnp.sqrt(diff**2 + c**2) - c) if huber else diff**2
+  return jnp.mean(per / wf), {}
+
+
 def consistency_parametrization(sigma, sigma_data=0.5, sigma_min=0.002):
   """c_skip, c_out, c_in of the consistency function (Song et al., "Consistency Models", ICML
   2023, arXiv 2303.01469, the boundary-respecting parametrisation), exactly
