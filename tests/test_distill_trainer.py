@@ -187,9 +187,11 @@ def test_backward_simulation_is_the_generators_own_chain(teacher):
 
 def test_gan_run_checkpoints_every_network_and_resumes_exactly(teacher, tmp_path):
   config = _config("dmd2", teacher.workdir, generator_every=2, gen_cls_loss_weight=3e-3, cls_loss_weight=1e-2)
+  config.training.n_jitted_steps = 2
   straight = distill.run.train_method(config, str(tmp_path / "straight"), teacher, distill.build_method(config, teacher))
   half = _config("dmd2", teacher.workdir, generator_every=2, gen_cls_loss_weight=3e-3, cls_loss_weight=1e-2)
   half.training.num_steps = 2
+  half.training.n_jitted_steps = 2
   distill.run.train_method(half, str(tmp_path / "resumed"), teacher, distill.build_method(half, teacher))
   resumed = distill.run.train_method(config, str(tmp_path / "resumed"), teacher, distill.build_method(config, teacher))
   assert resumed.resumed_from == 2 and resumed.step == straight.step == 4
@@ -201,6 +203,10 @@ def test_gan_run_checkpoints_every_network_and_resumes_exactly(teacher, tmp_path
   # the head trained (the discriminator loss reaches the critic) and the teacher did not move
   rows = training.read_jsonl(str(tmp_path / "straight" / "metrics.jsonl"))
   assert all(np.isfinite(r["critic/discriminator_loss"]) for r in rows)
+  # two steps per compiled call: the generator runs at even steps; the odd rows report its last run
+  assert [r["generator/active"] for r in rows] == [True, False, True, False]
+  assert [r.get("generator/steps_since_active") for r in rows] == [None, 1, None, 1]
+  assert rows[1]["generator/loss"] == rows[0]["generator/loss"] and rows[3]["generator/loss"] > 0
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, straight.state.frozen),
                jax.tree.map(np.asarray, teacher.params))
 

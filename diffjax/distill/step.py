@@ -134,7 +134,8 @@ def make_distill_step(phases, *, student: str, ema_decay: float, nonfinite: str 
   (``nonfinite='skip'`` advances ``step``, ``'stop'`` freezes the state, as `make_train_step`).
 
   Metrics: ``<group>/loss``, ``<group>/grad_norm``, ``<group>/active`` and ``<group>/<aux>`` for
-  each phase (0 when the phase did not run), ``loss`` (sum over the phases that ran),
+  each phase (0 when the phase did not run; with ``n_steps > 1`` the train loop logs the phase's
+  latest run in the same call instead), ``loss`` (sum over the phases that ran),
   ``grad_norm`` (norm over all their gradients) and ``finite``.
 
   Args:

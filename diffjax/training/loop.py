@@ -196,6 +196,22 @@ def _any_process(flag: bool) -> bool:
   return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
 
 
+def _row(metrics, i):
+  """Row i of an n-step call's metrics. A phase that did not run at step i (``<name>/active``
+  False, e.g. a distillation generator updated every 5th step) reports the values of its latest
+  run earlier in the same call instead of zeros, with ``<name>/steps_since_active``."""
+  m = {k: v[i] for k, v in metrics.items()}
+  for flag in [k for k in m if k.endswith("/active")]:
+    if bool(m[flag]):
+      continue
+    ran = np.flatnonzero(np.asarray(metrics[flag][:i + 1]))
+    if ran.size:
+      j, prefix = int(ran[-1]), flag[:-len("active")]
+      m.update({k: v[j] for k, v in metrics.items() if k.startswith(prefix) and k != flag})
+      m[prefix + "steps_since_active"] = i - j
+  return m
+
+
 def _next_batch(dataset, n: int):
   if n == 1:
     return next(dataset)
@@ -287,7 +303,7 @@ def train(*, config, workdir: str, state, train_step: Callable, dataset,
         rate = (prev + n - last_log_step) / max(now - last_log_time, 1e-9)
         logged = False
         for i in range(n):
-          m = {k: v[i] for k, v in metrics.items()} if n > 1 else metrics
+          m = _row(metrics, i) if n > 1 else metrics
           s = prev + i + 1
           if not bool(m["finite"]):
             result.nonfinite_steps.append(s)
