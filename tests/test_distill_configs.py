@@ -39,3 +39,14 @@ def test_paper_configs_validate_and_their_teachers_build(relpath, options):
   distill.validate_distill_config(config)
   teacher = distill.teacher.load_config_file(config.teacher.config_path, config.teacher.config_options)
   assert teacher.model.parametrization == "edm" and teacher.data.name.startswith("tfds:")
+
+
+def test_distillation_and_preference_configs_load_in_one_process():
+  """Both families import a shared helper module by name from their own directory; the names must
+  differ, or whichever loads second silently gets the other's helpers (module cache)."""
+  for relpath in ("dmd2/toy.py", "diffusion_dpo/toy.py", "cd/toy.py", "rank_dpo/toy.py", "dmd2/imagenet64.py",
+                  "diffusion_dpo/paper.py"):
+    config = _load(relpath).get_config("")
+    expected = relpath.split("/")[0]
+    assert config.method == expected, (relpath, config.method)
+    assert ("teacher" in config) == (expected in TOY)

@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "distillation"))
-from _paper import paper_config  # noqa: E402
+from _distill_paper import paper_config  # noqa: E402
 
 
 def get_config(options=""):

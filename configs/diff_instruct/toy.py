@@ -1,4 +1,4 @@
-"""Diff-Instruct (Luo et al. 2023) on the small distillation tasks; shared settings in configs/distillation/_common.py.
+"""Diff-Instruct (Luo et al. 2023) on the small distillation tasks; shared settings in configs/distillation/_distill_common.py.
 
   python -m diffjax.distill.main --config=configs/diff_instruct/toy.py:grid --workdir=/tmp/di_grid
 
@@ -9,7 +9,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "distillation"))
-from _common import parse, toy_config  # noqa: E402
+from _distill_common import parse, toy_config  # noqa: E402
 
 
 def get_config(options="grid"):

@@ -1,4 +1,4 @@
-"""DMD2 (Yin et al. 2024) on the small distillation tasks; shared settings in configs/distillation/_common.py.
+"""DMD2 (Yin et al. 2024) on the small distillation tasks; shared settings in configs/distillation/_distill_common.py.
 
   python -m diffjax.distill.main --config=configs/dmd2/toy.py:grid --workdir=/tmp/dmd2_grid
   python -m diffjax.distill.main --config=configs/dmd2/toy.py:digits --workdir=/tmp/dmd2_digits \
@@ -13,7 +13,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "distillation"))
-from _common import parse, toy_config  # noqa: E402
+from _distill_common import parse, toy_config  # noqa: E402
 
 
 def get_config(options="grid"):

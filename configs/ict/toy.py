@@ -1,5 +1,5 @@
 """Improved consistency training (Song & Dhariwal 2024) on the small distillation tasks; shared settings in
-configs/distillation/_common.py.
+configs/distillation/_distill_common.py.
 
   python -m diffjax.distill.main --config=configs/ict/toy.py:grid --workdir=/tmp/ict_grid
 
@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "distillation"))
-from _common import parse, toy_config  # noqa: E402
+from _distill_common import parse, toy_config  # noqa: E402
 
 
 def get_config(options="grid"):

@@ -1,5 +1,5 @@
 """SIM, score implicit matching (Luo et al. 2024), on the small distillation tasks; shared settings in
-configs/distillation/_common.py.
+configs/distillation/_distill_common.py.
 
   python -m diffjax.distill.main --config=configs/sim/toy.py:grid --workdir=/tmp/sim_grid
 
@@ -12,7 +12,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "distillation"))
-from _common import parse, toy_config  # noqa: E402
+from _distill_common import parse, toy_config  # noqa: E402
 
 
 def get_config(options="grid"):
