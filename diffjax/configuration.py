@@ -118,9 +118,11 @@ def validate_config(config):
       raise ValueError("model.time_input='ddpm_label' needs process.name='vp_discrete', "
                        f"got {config.process.name!r}")
   _choice("loss.name", config.loss.name, LOSS_NAMES)
-  if config.loss.name == "edm" and config.process.name != "edm":
-    raise ValueError(f"loss.name='edm' samples EDM noise levels and needs process.name='edm', "
+  if config.loss.name == "edm" and config.process.name not in ("edm", "pfgmpp"):
+    raise ValueError(f"loss.name='edm' samples EDM noise levels and needs process.name='edm' or 'pfgmpp', "
                      f"got process.name={config.process.name!r}")
+  if config.process.name == "pfgmpp":
+    _check_pfgmpp_sampler(config)
   learn_sigma = bool(config.model.options.get("learn_sigma", False))
   if config.loss.name == "hybrid":
     if config.process.name != "vp_discrete" or config.model.parametrization != "eps" or not learn_sigma:
@@ -152,3 +154,19 @@ def validate_config(config):
     raise ValueError("model.label_dropout > 0 needs a class-conditional model (model.options.num_classes)")
   training.validate_optim_config(config.optim)
   training.validate_training_config(config.training)
+
+
+#: samplers that assume a Gaussian forward SDE, undefined for PFGM++ at finite D
+GAUSSIAN_SDE_SAMPLERS = ("ancestral", "euler_maruyama", "langevin", "pc", "reverse_diffusion")
+
+
+def _check_pfgmpp_sampler(config):
+  """PFGM++ at finite D has no Gaussian forward SDE: only ODE samplers (and Heun's churn) apply."""
+  D = config.process.options.get("D", 128.0)
+  if D == float("inf"):
+    return
+  stochastic_ddim = config.sampling.sampler == "ddim" and config.sampling.options.get("eta", 0.0) != 0.0
+  if config.sampling.sampler in GAUSSIAN_SDE_SAMPLERS or stochastic_ddim:
+    raise ValueError(f"sampling.sampler={config.sampling.sampler!r} assumes a Gaussian forward SDE, which "
+                     f"process.name='pfgmpp' with D={D} does not have; use an ODE sampler (heun, euler, "
+                     "dpm_solver, unipc, ddim with eta=0, pf_ode)")

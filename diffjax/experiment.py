@@ -120,7 +120,7 @@ def make_loss_fn(config, process, apply_fn, train_apply_fn=None):
     if name == "edm":
       den = make_denoiser(config, process, net_fn)
       loss, _ = losses.edm_loss(lambda x, s: den(params, x, s, cond), x0, key,
-                                sigma_data=config.model.sigma_data, **options)
+                                sigma_data=config.model.sigma_data, process=process, **options)
       return loss, {}
     if name == "hybrid":
       # Improved DDPM / ADM / DiT: L_simple + L_vlb with the learned-range variance.

@@ -22,6 +22,11 @@ Processes:
   VE            variance exploding, geometric sigma (score_sde VESDE, NCSN).
   EDM           Karras et al. 2022: alpha = 1, sigma = t.
   RectifiedFlow alpha = 1 - t, sigma = t (Liu et al. 2022; Lipman et al. 2022 with sigma_min = 0).
+  PFGMpp        PFGM++ (Xu et al. 2023): EDM's sigma with the heavy-tailed kernel of N + D
+                dimensions, r = sigma sqrt(D); D = inf is EDM.
+
+Noise enters through `sample_noise`: x_t = alpha x0 + sigma n with n ~ N(0, I) for the Gaussian
+processes and n the PFGM++ perturbation at sigma = 1 for `PFGMpp`.
 """
 import dataclasses
 import math
@@ -122,10 +127,20 @@ class Process:
     """x_t = alpha(t) x0 + sigma(t) noise."""
     return utils.expand_to(self.alpha(t), x0) * x0 + utils.expand_to(self.sigma(t), x0) * noise
 
+  def sample_noise(self, key, shape, dtype=None):
+    """The noise n of x_t = alpha x0 + sigma n: standard normal for the Gaussian processes."""
+    return jax.random.normal(key, shape, dtype or jnp.zeros(()).dtype)
+
   def marginal_sample(self, key, x0, t):
     """Draws x_t ~ q(x_t | x_0) = N(alpha(t) x0, sigma(t)^2 I)."""
-    noise = jax.random.normal(key, x0.shape, x0.dtype)
-    return self.marginal(x0, t, noise)
+    return self.marginal(x0, t, self.sample_noise(key, x0.shape, x0.dtype))
+
+  def kernel_logpdf(self, y, x0, t):
+    """log q(x_t = y | x_0 = x0), per example: the Gaussian N(alpha(t) x0, sigma(t)^2 I)."""
+    d = math.prod(y.shape[1:])
+    alpha, sigma = self.alpha(t), self.sigma(t)
+    diff2 = utils.sum_except_batch((y - utils.expand_to(alpha, x0) * x0)**2)
+    return -0.5 * d * jnp.log(2 * jnp.pi * sigma**2) - 0.5 * diff2 / sigma**2
 
   @property
   def prior_std(self):
@@ -133,8 +148,7 @@ class Process:
 
   def prior_sample(self, key, shape, dtype=None):
     """Draws from the prior N(0, prior_std^2 I) that stands in for p_T."""
-    dtype = dtype or jnp.zeros(()).dtype
-    return self.prior_std * jax.random.normal(key, shape, dtype)
+    return self.prior_std * self.sample_noise(key, shape, dtype)
 
   def prior_logp(self, x):
     """Log-density of the prior, summed over every axis but the batch axis."""
@@ -494,6 +508,129 @@ class EDM(Process):
     return self.sigma_max
 
 
+@dataclasses.dataclass(frozen=True)
+class PFGMpp(EDM):
+  """PFGM++ (Xu, Liu, Tian, Tegmark, Jaakkola 2023, "PFGM++: Unlocking the Potential of
+  Physics-Inspired Generative Models"; `Newbeeer/pfgmpp`).
+
+  The N-dimensional data are embedded in N + D dimensions, and a sample at augmented radius r
+  is perturbed by the kernel (paper eq. 4)
+
+      p_r(y | x) ∝ 1 / (||y - x||^2 + r^2)^((N + D) / 2),
+
+  which, with r = sigma sqrt(D) (the paper's "hyper-parameter alignment", sec. 4), is the
+  multivariate Student-t of D degrees of freedom and scale sigma: y = x + sigma n with
+  n = g / sqrt(chi2_D / D), g ~ N(0, I_N). Its radius R = ||y - x|| obeys R^2 / r^2 ~
+  BetaPrime(N/2, D/2), so E R^2 = sigma^2 N D / (D - 2), and as D -> inf the kernel is EDM's
+  N(x, sigma^2 I) (Theorem 2). Everything else is EDM's: t = sigma, the network is conditioned on
+  sigma (not r), the loss, the preconditioning and the ODE dx/dsigma = (x - D(x, sigma)) / sigma
+  carry over unchanged, and the prior is the kernel at sigma_max around 0.
+
+  `D = inf` draws the Gaussian noise of `EDM` with the same keys (bitwise equal). N is the
+  number of elements of one example (everything but the leading batch axis).
+
+  The forward process is not a Gaussian SDE for finite D: `g2`, `diffusion` and
+  `reverse_sde_drift` raise, so the SDE samplers refuse it. The deterministic samplers (Euler,
+  Heun, DPM-Solver, ...) integrate the same ODE as for EDM; Heun's optional churn adds Gaussian
+  noise, as the official `edm_sampler` does.
+
+  Attributes:
+    D: augmented dimension (> 2 for a finite E R^2; float("inf") is EDM).
+    sigma_min, sigma_max: EDM's range; the prior is at r_max = sigma_max sqrt(D).
+    beta_clip: None (default) or c in (0, 0.5): clip B = R^2/(R^2 + r^2) ~ Beta(N/2, D/2) to
+      [c, 1 - c], as one revision of the official training loss does with c = 1e-3.
+  """
+  D: float = 128.0
+  beta_clip: float | None = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.D, (int, float)) or not self.D > 0:
+      raise ValueError(f"PFGMpp: D must be a positive number or float('inf'), got {self.D!r}")
+    if self.beta_clip is not None and not 0.0 < self.beta_clip < 0.5:
+      raise ValueError(f"PFGMpp: beta_clip must be None or in (0, 0.5), got {self.beta_clip!r}")
+
+  @property
+  def is_gaussian(self):
+    return math.isinf(self.D)
+
+  def sample_noise(self, key, shape, dtype=None):
+    """n with y = x + sigma n ~ p_r(y | x), r = sigma sqrt(D), drawn as the official code does.
+
+    The official loss draws B ~ Beta(N/2, D/2) and sets ||n|| = sqrt(D) sqrt(B / (1 - B)) along a
+    uniform direction g / ||g||. Here B / (1 - B) = G_N / G_D is the ratio of the two Gamma
+    variables (shapes N/2 and D/2) that define the Beta law, taken in log space, which keeps
+    full precision where B is near 0 or 1 (large N or large D).
+    """
+    dtype = dtype or jnp.zeros(()).dtype
+    if self.is_gaussian:
+      return jax.random.normal(key, shape, dtype)
+    n_dim = math.prod(shape[1:])
+    k_dir, k_n, k_d = jax.random.split(key, 3)
+    g = jax.random.normal(k_dir, shape, dtype)
+    log_gn = jax.random.loggamma(k_n, n_dim / 2.0, (shape[0],), dtype)
+    log_gd = jax.random.loggamma(k_d, self.D / 2.0, (shape[0],), dtype)
+    log_ratio = log_gn - log_gd  # log B/(1 - B)
+    if self.beta_clip is not None:
+      c = self.beta_clip
+      log_ratio = jnp.clip(log_ratio, math.log(c / (1 - c)), math.log((1 - c) / c))
+    radius = jnp.sqrt(self.D) * jnp.exp(0.5 * log_ratio)
+    g_norm = jnp.sqrt(utils.sum_except_batch(g**2))
+    return g * utils.expand_to(radius / g_norm, g)
+
+  def r(self, sigma):
+    """The augmented radius r = sigma sqrt(D) of noise level sigma."""
+    return jnp.asarray(sigma) * math.sqrt(self.D)
+
+  def kernel_logpdf(self, y, x0, sigma):
+    """log p_r(y | x0) with r = sigma sqrt(D), normalised over y in R^N (per example).
+
+    The Student-t density Gamma((N+D)/2) / (Gamma(D/2) pi^(N/2)) r^D (||y - x0||^2 + r^2)^(-(N+D)/2);
+    for D = inf the Gaussian N(x0, sigma^2 I).
+    """
+    diff2 = utils.sum_except_batch((y - x0)**2)
+    n_dim = math.prod(y.shape[1:])
+    sigma = jnp.asarray(sigma, diff2.dtype)
+    if self.is_gaussian:
+      return -0.5 * n_dim * jnp.log(2 * jnp.pi * sigma**2) - 0.5 * diff2 / sigma**2
+    return self._t_logpdf(diff2, n_dim, sigma)
+
+  def _t_logpdf(self, diff2, n_dim, sigma):
+    D = self.D
+    r2 = D * sigma**2
+    const = (jax.scipy.special.gammaln((n_dim + D) / 2) - jax.scipy.special.gammaln(D / 2)
+             - 0.5 * n_dim * math.log(math.pi))
+    # D/2 log r^2 - (N+D)/2 log(R^2 + r^2), written with log1p for large D
+    return const - 0.5 * n_dim * jnp.log(r2) - 0.5 * (n_dim + D) * jnp.log1p(diff2 / r2)
+
+  def radius_logpdf(self, radius, n_dim, sigma):
+    """log density of R = ||y - x0|| under the kernel (R^2/r^2 ~ BetaPrime(N/2, D/2))."""
+    radius = jnp.asarray(radius)
+    log_area = (math.log(2.0) + 0.5 * n_dim * math.log(math.pi) - jax.scipy.special.gammaln(n_dim / 2)
+                + (n_dim - 1) * jnp.log(radius))
+    sigma = jnp.asarray(sigma, radius.dtype)
+    if self.is_gaussian:
+      return log_area - 0.5 * n_dim * jnp.log(2 * jnp.pi * sigma**2) - 0.5 * radius**2 / sigma**2
+    return log_area + self._t_logpdf(radius**2, n_dim, sigma)
+
+  def prior_logp(self, x):
+    """log p_{r_max}(x | 0): the kernel at sigma_max around the origin (the official prior)."""
+    return self.kernel_logpdf(x, jnp.zeros_like(x), self.sigma_max)
+
+  def _no_sde(self, what):
+    if not self.is_gaussian:
+      raise ValueError(f"PFGMpp(D={self.D}) has no Gaussian forward SDE, so {what} is undefined; "
+                       "sample with a deterministic ODE sampler (euler, heun, dpm_solver, ...)")
+
+  def g2(self, t):
+    self._no_sde("g(t)^2")
+    return super().g2(t)
+
+  def reverse_sde_drift(self, x, t, x0_hat):
+    self._no_sde("the reverse SDE drift")
+    return super().reverse_sde_drift(x, t, x0_hat)
+
+
 # --------------------------------------------------------------------------------------------
 # Flow matching
 # --------------------------------------------------------------------------------------------
@@ -551,6 +688,7 @@ _REGISTRY = {
     "subvp": SubVP,
     "ve": VE,
     "edm": EDM,
+    "pfgmpp": PFGMpp,
     "rectified_flow": RectifiedFlow,
 }
 

@@ -2,5 +2,6 @@
 from diffjax.data.datasets import (ArrayDataset, ToyDataset, list_datasets, make_dataset,
                                    reference_samples, toy_distribution)
 from diffjax.data.digits import load_digits
+from diffjax.data.empirical import EmpiricalDistribution
 from diffjax.data.toy import (Gaussian, GaussianMixture, gaussian, get_toy, grid25, list_toys,
                               random_mixture, ring8)

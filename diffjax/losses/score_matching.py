@@ -115,7 +115,7 @@ def score_matching_loss(net, x0, key, *, process, prediction="eps", weighting="s
   _check("reduce", reduce, REDUCTIONS)
   key_t, key_n = jax.random.split(key)
   t = sample_times(key_t, x0.shape[0], process, time_sampling=time_sampling, t_eps=t_eps, dtype=x0.dtype)
-  noise = jax.random.normal(key_n, x0.shape, x0.dtype)
+  noise = process.sample_noise(key_n, x0.shape, x0.dtype)
   x_t = process.marginal(x0, t, noise)
   eps_hat = prm.convert(_call(net, x_t, t, cond), x_t, t, process, source=prediction, target="eps")
   w = eps_weight(process, t, weighting, min_snr_gamma=min_snr_gamma)
@@ -133,12 +133,17 @@ def v_loss(net, x0, key, *, process, **kwargs):
   return score_matching_loss(net, x0, key, process=process, prediction="v", weighting="v", **kwargs)
 
 
-def edm_loss(denoiser, x0, key, *, p_mean=-1.2, p_std=1.2, sigma_data=0.5, reduce="mean", cond=None):
+def edm_loss(denoiser, x0, key, *, p_mean=-1.2, p_std=1.2, sigma_data=0.5, reduce="mean", cond=None,
+             process=None):
   """EDM training loss (Karras et al. 2022, eq. 8 and Table 1; NVlabs/edm `EDMLoss`).
 
   ln sigma ~ N(P_mean, P_std^2), weight lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2,
   loss = lambda(sigma) || D(x0 + sigma n; sigma) - x0 ||^2. EDM sums over elements and divides
   by the batch size; `reduce="sum"` reproduces that, `"mean"` also divides by the dimension.
+
+  The noise n comes from `process.sample_noise`: Gaussian for `EDM` (the default), the
+  heavy-tailed PFGM++ perturbation at r = sigma sqrt(D) for `PFGMpp` (Xu et al. 2023, the
+  official `EDMLoss` pfgmv2 branch: same sigma law, weight and target).
 
   Args:
     denoiser: `D(x, sigma[, cond])` of the EDM process (alpha = 1, sigma = t), typically
@@ -149,6 +154,7 @@ def edm_loss(denoiser, x0, key, *, p_mean=-1.2, p_std=1.2, sigma_data=0.5, reduc
     sigma_data: data standard deviation.
     reduce: "mean" or "sum" over data dimensions.
     cond: optional conditioning passed to the denoiser.
+    process: an `EDM`-like process (alpha = 1, sigma = t) drawing the noise; None is `EDM()`.
 
   Returns:
     (loss, aux) with aux = {"sigma": noise levels, "per_example": per-example losses}.
@@ -156,7 +162,10 @@ def edm_loss(denoiser, x0, key, *, p_mean=-1.2, p_std=1.2, sigma_data=0.5, reduc
   _check("reduce", reduce, REDUCTIONS)
   key_s, key_n = jax.random.split(key)
   sigma = jnp.exp(p_mean + p_std * jax.random.normal(key_s, (x0.shape[0],), x0.dtype))
-  noise = jax.random.normal(key_n, x0.shape, x0.dtype)
+  if process is None:
+    noise = jax.random.normal(key_n, x0.shape, x0.dtype)
+  else:
+    noise = process.sample_noise(key_n, x0.shape, x0.dtype)
   x = x0 + utils.expand_to(sigma, x0) * noise
   weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data)**2
   per_example = weight * _reduce((_call(denoiser, x, sigma, cond) - x0)**2, reduce)
@@ -188,7 +197,7 @@ def flow_matching_loss(net, x0, key, *, process, reduce="mean", cond=None, time_
   key_t, key_n = jax.random.split(key)
   t = sample_times(key_t, x0.shape[0], process, time_sampling=time_sampling, t_eps=t_eps,
                    logit_mean=logit_mean, logit_std=logit_std, dtype=x0.dtype)
-  noise = jax.random.normal(key_n, x0.shape, x0.dtype)
+  noise = process.sample_noise(key_n, x0.shape, x0.dtype)
   x_t = process.marginal(x0, t, noise)
   target = (utils.expand_to(process.dalpha_dt(t), x0) * x0 + utils.expand_to(process.dsigma_dt(t), x0) * noise)
   per_example = _reduce((_call(net, x_t, t, cond) - target)**2, reduce)
