@@ -97,6 +97,49 @@ def _quadratic_setup(ema_decay=0.5, nonfinite="skip", n_steps=1):
   return state, jax.jit(step)
 
 
+def test_edm_ema_schedule_matches_the_edm_training_loop():
+  """beta(k) = 0.5 ** (B / max(min(H, ratio * k * B), 1e-8)) as NVlabs/edm training_loop.py, with
+  cur_nimg = k * B the images seen before step k; the first step copies the parameters."""
+  B, H, ratio = 512, 500_000, 0.05
+  schedule = training.edm_ema_schedule(B, H, ratio)
+  for k in (0, 1, 10, 1000, 19_531, 19_532, 100_000):
+    halflife = max(min(H, ratio * k * B), 1e-8)
+    np.testing.assert_allclose(float(schedule(jnp.asarray(k))), 0.5 ** (B / halflife), rtol=1e-6)
+  assert float(schedule(0)) == 0.0
+  np.testing.assert_allclose(float(training.edm_ema_schedule(B, H)(0)), 0.5 ** (B / H), rtol=1e-6)
+
+
+def test_train_step_with_ema_schedule_uses_the_step_decay():
+  def loss_fn(params, batch, key):
+    del key
+    return jnp.sum((params["w"] - batch["y"])**2), {}
+  opt = optax.sgd(0.1)
+  state = training.TrainState.create({"w": jnp.ones((2,))}, opt, jax.random.key(0))
+  schedule = lambda step: jnp.where(step == 0, 0.0, 0.75)
+  step = jax.jit(training.make_train_step(loss_fn, opt, ema_decay=0.5, ema_schedule=schedule))
+  batch = {"y": np.zeros(2, np.float32)}
+  s1, m1 = step(state, batch)
+  np.testing.assert_allclose(s1.ema_params["w"], s1.params["w"], rtol=1e-6)  # beta = 0 at step 0
+  s2, m2 = step(s1, batch)
+  np.testing.assert_allclose(s2.ema_params["w"], 0.75 * s1.ema_params["w"] + 0.25 * s2.params["w"], rtol=1e-6)
+  assert float(m1["ema_decay"]) == 0.0 and float(m2["ema_decay"]) == 0.75
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("ema_halflife_images", -1, "ema_halflife_images must be 0"),
+    ("ema_rampup_ratio", 0.0, "ema_rampup_ratio must be None or > 0"),
+])
+def test_ema_halflife_config_errors(field, value, match):
+  cfg = training.default_training_config()
+  cfg[field] = value
+  with pytest.raises(ValueError, match=match):
+    training.validate_training_config(cfg)
+  cfg = training.default_training_config()
+  cfg.ema_rampup_ratio = 0.05
+  with pytest.raises(ValueError, match="needs training.ema_halflife_images"):
+    training.validate_training_config(cfg)
+
+
 def _batch(nan=False, lead=()):
   x = np.tile(np.array([[1.0, 0.0], [0.0, 2.0]], np.float32), lead + (1, 1))
   y = np.tile(np.array([1.0, -1.0], np.float32), lead + (1,))

@@ -18,7 +18,7 @@ from diffjax.training.optim import (default_optim_config, make_lr_schedule, make
                                     validate_optim_config)
 from diffjax.training.sharding import (batch_sharding, make_mesh, make_sharded_step, replicate,
                                        replicated, shard_batch)
-from diffjax.training.state import TrainState, all_finite, make_train_step
+from diffjax.training.state import TrainState, all_finite, edm_ema_schedule, make_train_step
 
 __all__ = [
     "Checkpointer", "NonFiniteStateError", "abstract_like", "default_distributed_config",
@@ -27,5 +27,5 @@ __all__ = [
     "default_training_config", "train", "validate_training_config", "default_optim_config",
     "make_lr_schedule", "make_optimizer", "validate_optim_config", "batch_sharding",
     "make_mesh", "make_sharded_step", "replicate", "replicated", "shard_batch", "TrainState",
-    "all_finite", "make_train_step",
+    "all_finite", "edm_ema_schedule", "make_train_step",
 ]

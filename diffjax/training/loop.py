@@ -19,6 +19,9 @@ Fields of ``config.training`` (defaults in ``default_training_config()``):
   nonfinite         'skip' (drop the update, log loudly, continue) or 'stop' (log, then raise
                     ``NonFiniteLossError``; the last checkpoint stays the newest).
   ema_decay         EMA decay in [0, 1], used by the caller's ``make_train_step``.
+  ema_halflife_images  0 (default: the constant ``ema_decay``) or EDM's EMA half-life in images;
+                    with ``ema_rampup_ratio`` (None or > 0) its ramp-up (``edm_ema_schedule``;
+                    the batch size is ``config.data.batch_size``).
   tensorboard       also write TensorBoard event files to ``workdir/tb`` (default True).
   async_checkpoints write checkpoints in the background (default True).
 
@@ -43,7 +46,7 @@ from diffjax.training.checkpoint import Checkpointer
 from diffjax.training.logging import MetricWriter
 from diffjax.training.sharding import make_mesh, make_sharded_step, replicate, shard_batch
 from diffjax.training.optim import make_lr_schedule, make_optimizer
-from diffjax.training.state import NONFINITE_MODES, make_train_step
+from diffjax.training.state import NONFINITE_MODES, edm_ema_schedule, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ def default_training_config() -> ml_collections.ConfigDict:
       n_jitted_steps=1,
       nonfinite="stop",
       ema_decay=0.999,
+      ema_halflife_images=0,
+      ema_rampup_ratio=None,
       tensorboard=True,
       async_checkpoints=True,
   ))
@@ -110,6 +115,14 @@ def validate_training_config(training_config) -> dict:
   if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
     raise ValueError(f"training.ema_decay must be a number in [0, 1], got {decay!r}")
   c["ema_decay"] = float(decay)
+  halflife, ratio = cfg["ema_halflife_images"], cfg["ema_rampup_ratio"]
+  if isinstance(halflife, bool) or not isinstance(halflife, (int, float)) or halflife < 0:
+    raise ValueError(f"training.ema_halflife_images must be 0 (constant ema_decay) or > 0, got {halflife!r}")
+  if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0):
+    raise ValueError(f"training.ema_rampup_ratio must be None or > 0, got {ratio!r}")
+  if ratio is not None and not halflife:
+    raise ValueError("training.ema_rampup_ratio needs training.ema_halflife_images > 0")
+  c["ema_halflife_images"], c["ema_rampup_ratio"] = float(halflife), ratio
   for name in ("tensorboard", "async_checkpoints"):
     if not isinstance(cfg[name], bool):
       raise ValueError(f"training.{name} must be True or False, got {cfg[name]!r}")
@@ -178,9 +191,12 @@ def build_train_step(loss_fn: Callable, config):
   """
   c = validate_training_config(config.training)
   optimizer = make_optimizer(config.optim)
+  ema_schedule = None
+  if c["ema_halflife_images"]:
+    ema_schedule = edm_ema_schedule(int(config.data.batch_size), c["ema_halflife_images"], c["ema_rampup_ratio"])
   train_step = make_train_step(loss_fn, optimizer, ema_decay=c["ema_decay"],
                                nonfinite=c["nonfinite"], n_steps=c["n_jitted_steps"],
-                               lr_schedule=make_lr_schedule(config.optim))
+                               lr_schedule=make_lr_schedule(config.optim), ema_schedule=ema_schedule)
   return optimizer, train_step
 
 

@@ -90,8 +90,35 @@ def _opt_count(state):
   return found[0][1] if found else state.step
 
 
+def edm_ema_schedule(batch_size: int, halflife_images: float, rampup_ratio: float | None = None):
+  """EMA decay per step as EDM's training loop (Karras et al. 2022, app. F.1; NVlabs/edm
+  `training_loop.py`): a half-life in images, optionally ramped up with the images seen so far,
+
+      beta(k) = 0.5 ** (B / max(min(H, rampup_ratio * k B), 1e-8)),
+
+  where k B is the number of images seen before step k. With the ramp-up the first step copies
+  the parameters (beta = 0) and the half-life grows linearly until it reaches H.
+
+  Returns:
+    ``schedule(step) -> decay`` (a jnp scalar), for ``make_train_step(ema_schedule=...)``.
+  """
+  if not halflife_images > 0:
+    raise ValueError(f"training.ema_halflife_images must be > 0, got {halflife_images!r}")
+  if rampup_ratio is not None and not rampup_ratio > 0:
+    raise ValueError(f"training.ema_rampup_ratio must be None or > 0, got {rampup_ratio!r}")
+
+  def schedule(step):
+    halflife = jnp.asarray(float(halflife_images), jnp.float32)
+    if rampup_ratio is not None:
+      seen = jnp.asarray(step, jnp.float32) * batch_size
+      halflife = jnp.minimum(halflife, seen * rampup_ratio)
+    return 0.5 ** (batch_size / jnp.maximum(halflife, 1e-8))
+
+  return schedule
+
+
 def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_decay: float,
-                    nonfinite: str = "skip", n_steps: int = 1, lr_schedule=None):
+                    nonfinite: str = "skip", n_steps: int = 1, lr_schedule=None, ema_schedule=None):
   """Builds a pure training step ``train_step(state, batch) -> (state, metrics)``.
 
   One step: ``key = fold_in(state.rng, state.step)``; ``(loss, aux), grads =
@@ -117,6 +144,8 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
       ``n_steps`` and every metric comes back with that leading axis.
     lr_schedule: optional optax schedule; when given, ``metrics['lr']`` is the learning rate of
       the optimizer count this step used (``make_lr_schedule``).
+    ema_schedule: optional ``schedule(step) -> decay`` (``edm_ema_schedule``) used instead of
+      the constant ``ema_decay``; its decay is reported as ``metrics['ema_decay']``.
 
   Returns:
     ``train_step(state, batch) -> (state, metrics)`` with metrics ``loss``, ``grad_norm``,
@@ -139,8 +168,9 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
     grad_norm = _tree_norm(grads)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
+    beta = decay if ema_schedule is None else ema_schedule(state.step)
     new_ema = jax.tree.map(
-        lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), state.ema_params,
+        lambda e, p: (beta * e + (1.0 - beta) * p).astype(e.dtype), state.ema_params,
         new_params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(new_params)
     apply = finite & jnp.logical_not(stopped)
@@ -157,6 +187,8 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
     metrics.update(loss=loss, grad_norm=grad_norm, finite=finite)
     if lr_schedule is not None:
       metrics["lr"] = jnp.asarray(lr_schedule(_opt_count(state)), jnp.float32)
+    if ema_schedule is not None:
+      metrics["ema_decay"] = jnp.asarray(beta, jnp.float32)
     if nonfinite == "stop":
       stopped = stopped | jnp.logical_not(finite)
     return new_state, metrics, stopped
