@@ -37,6 +37,7 @@ from diffjax import samplers, timesteps  # noqa: E402
 from diffjax.distill import evaluation, run as distill_run  # noqa: E402
 from diffjax.distill.methods import generator_times  # noqa: E402
 from diffjax.distill.teacher import Teacher  # noqa: E402
+from diffjax.metrics.digits_classifier import DigitsFeatures  # noqa: E402
 
 # label -> (config directory, method options, other config overrides); each is one training run.
 LONG = {"training.num_steps": 30_000, "training.ema_decay": 0.99}
@@ -97,28 +98,6 @@ def teacher_rows(teacher, config, workdir, extra=None):
     samples_by[(label, nfe)] = samples
     print(json.dumps(row), flush=True)
   return rows, samples_by
-
-
-class DigitsFeatures:
-  """Digits only: the library's digit classifier (trained once) gives a Frechet distance in its features
-  ("FD-digits") and the total variation between the samples' and the data's class histograms."""
-
-  def __init__(self, data, seed=0):
-    from diffjax.metrics import digits_classifier
-    self.clf = digits_classifier.train_digits_classifier(jax.random.PRNGKey(seed))
-    self.data_feats, self.data_hist = self._stats(data)
-
-  def _stats(self, x):
-    images = jnp.asarray(np.asarray(x).reshape(-1, 8, 8, 1))
-    feats = np.asarray(self.clf.features(images), np.float64)
-    classes = np.asarray(jnp.argmax(self.clf.logits(images), -1))
-    return feats, np.bincount(classes, minlength=10) / len(classes)
-
-  def __call__(self, samples):
-    from diffjax.metrics import fid
-    feats, hist = self._stats(np.clip(samples, -1.0, 1.0))
-    return {"fd_digits": float(fid.fid_from_features(feats, self.data_feats)),
-            "class_tv": float(0.5 * np.abs(hist - self.data_hist).sum())}
 
 
 def _references(teacher, config):

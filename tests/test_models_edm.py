@@ -149,6 +149,7 @@ def _nparams(model):
                                                        ("ddpmpp_cifar10_cond", 55_735_299, 55.7),
                                                        ("ncsnpp_cifar10", 56_397_827, 56.4),
                                                        ("ncsnpp_cifar10_cond", 56_400_643, 56.4),
+                                                       ("ddpmpp_ffhq64", 61_805_571, 61.8),
                                                        ("adm_imagenet64", 295_899_267, 295.9)])
 def test_full_size_parameter_counts(name, expected, published_m):
   assert _count(name) == expected

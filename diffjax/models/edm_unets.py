@@ -23,7 +23,8 @@ transposition.
 
 Named configurations (`MODELS`, registered by `register_models()`): "ddpmpp_cifar10" (55,733,891
 parameters) and "ncsnpp_cifar10" (56,397,827) as EDM's train.py builds them for CIFAR-10
-(augment_dim 9), their "_cond" variants (label_dim 10), "adm_imagenet64" (295,899,267, label_dim
+(augment_dim 9), their "_cond" variants (label_dim 10), "ddpmpp_ffhq64" (61,805,571; FFHQ-64 with
+channel_mult 1,2,2,2 and dropout 0.05), "adm_imagenet64" (295,899,267, label_dim
 1000), and 8x8 "ddpmpp_tiny", "ncsnpp_tiny", "adm_tiny" for CPU tests.
 
 Class labels: integers (B,) (one-hot; the null label `label_dim` maps to the zero vector, which is
@@ -650,6 +651,9 @@ EDM_CIFAR10 = {
                    embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
                    resample_filter=(1, 3, 3, 1), augment_dim=9),
 }
+# EDM's FFHQ-64 / AFHQv2-64 `--arch=ddpmpp --cres=1,2,2,2 --dropout=0.05 --augment=0.15` (61,805,571
+# parameters; PFGM++'s FFHQ-64 runs use it too).
+EDM_FFHQ64 = {**EDM_CIFAR10["ddpmpp"], "img_resolution": 64, "channel_mult": (1, 2, 2, 2), "dropout": 0.05}
 # EDM's ImageNet-64 `--arch=adm --cond=1 --dropout=0.10 --augment=0` (DhariwalUNet defaults otherwise;
 # 295,899,267 parameters).
 ADM_IMAGENET64 = dict(img_resolution=64, label_dim=1000)
@@ -662,6 +666,7 @@ MODELS = {
     "ncsnpp_cifar10": (SongUNet, EDM_CIFAR10["ncsnpp"]),
     "ddpmpp_cifar10_cond": (SongUNet, {**EDM_CIFAR10["ddpmpp"], "label_dim": 10}),
     "ncsnpp_cifar10_cond": (SongUNet, {**EDM_CIFAR10["ncsnpp"], "label_dim": 10}),
+    "ddpmpp_ffhq64": (SongUNet, EDM_FFHQ64),
     "adm_imagenet64": (DhariwalUNet, ADM_IMAGENET64),
     # 8x8 CPU-sized networks (pass num_classes=... for class-conditional ones)
     "ddpmpp_tiny": (SongUNet, {**EDM_CIFAR10["ddpmpp"], **_TINY_SONG}),

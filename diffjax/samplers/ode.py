@@ -37,7 +37,7 @@ def euler(denoiser, x, ts, *, process, key=None):
 
 
 def heun(denoiser, x, ts, *, process, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,
-         key=None):
+         key=None, inject_noise=0.0):
   """EDM's stochastic sampler (Karras et al. 2022, Algorithm 2; NVlabs/edm `edm_sampler`).
 
   For each step i of N = len(ts) - 1:
@@ -56,7 +56,10 @@ def heun(denoiser, x, ts, *, process, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf
     ts: times from noise to data.
     process: the noise process.
     s_churn, s_tmin, s_tmax, s_noise: EDM's S_churn, S_tmin, S_tmax, S_noise.
-    key: PRNG key; required when s_churn > 0.
+    key: PRNG key; required when s_churn > 0 or inject_noise > 0.
+    inject_noise: alpha of the PFGM++ robustness study (Xu et al. 2023, sec. 5.2;
+      `Newbeeer/pfgmpp` generate_alpha.py): before every step, x += alpha * sigma_i * z with
+      z ~ N(0, I), an error the ODE then has to absorb. 0 (default) is the plain sampler.
 
   Returns:
     The state at ts[-1].
@@ -66,9 +69,16 @@ def heun(denoiser, x, ts, *, process, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf
   use_churn = s_churn > 0
   if use_churn:
     base.check_key(key, "heun", "when s_churn > 0")
+  if inject_noise < 0:
+    raise ValueError(f"heun: inject_noise must be >= 0, got {inject_noise!r}")
+  if inject_noise > 0:
+    base.check_key(key, "heun", "when inject_noise > 0")
   gamma_max = min(s_churn / num_steps, math.sqrt(2.0) - 1.0)
 
   def step(x, t_cur, t_next, step_key):
+    if inject_noise > 0:
+      step_key, k_inject = jax.random.split(step_key)
+      x = x + inject_noise * process.edm_sigma(t_cur) * jax.random.normal(k_inject, x.shape, x.dtype)
     if use_churn:
       sig_cur = process.edm_sigma(t_cur)
       gamma = jnp.where((sig_cur >= s_tmin) & (sig_cur <= s_tmax), gamma_max, 0.0)
@@ -89,4 +99,4 @@ def heun(denoiser, x, ts, *, process, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf
 
     return jax.lax.cond(_is_data_end(process, t_next), lambda y: y, correct, x_euler)
 
-  return base.scan_steps(step, x, ts, key if use_churn else None)
+  return base.scan_steps(step, x, ts, key if use_churn or inject_noise > 0 else None)
