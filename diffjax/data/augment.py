@@ -53,6 +53,7 @@ Deviations from the official code:
     float64 images); images come back in their own dtype.
   * Images are NHWC (the official code is NCHW).
 """
+import functools
 import math
 
 import jax
@@ -211,6 +212,14 @@ def sample_params(key, shape, *, p, dtype=jnp.float32, **options):
   """
   opts = _options(options)
   p = _check_p(p)
+  shape = tuple(int(d) for d in shape)
+  params = _sample(key, p, shape=shape, dtype=jnp.dtype(dtype), opts=tuple(opts.items()))
+  return {name: params[name] for name in TRANSFORMS if name in params}  # jit sorts dict keys
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "opts"))
+def _sample(key, p, *, shape, dtype, opts):
+  opts = dict(opts)
   batch, height, width = shape[0], shape[1], shape[2]
   params = {}
   for index, name in enumerate(TRANSFORMS):
@@ -317,6 +326,8 @@ def _mm(a, b):
   return jnp.matmul(a, b, precision=_HIGHEST)
 
 
+@functools.partial(jax.jit, static_argnames=("height", "width", "scale_std", "aniso_std",
+                                             "translate_frac_std"))
 def geometric_matrix(params, height, width, *, scale_std=0.2, aniso_std=0.2,
                      translate_frac_std=0.125):
   """G_inv (B, 3, 3) of the geometric parameters, or None if no geometric transform is enabled.
@@ -347,6 +358,7 @@ def geometric_matrix(params, height, width, *, scale_std=0.2, aniso_std=0.2,
   return g
 
 
+@functools.partial(jax.jit, static_argnames=("brightness_std", "contrast_std", "saturation_std"))
 def color_matrix(params, *, brightness_std=0.2, contrast_std=0.5, saturation_std=1.0):
   """The 4x4 colour matrix M (B, 4, 4), or None if no colour transform is enabled.
 
@@ -456,6 +468,14 @@ def geometric_transform(images, g_inv):
   rounding when H, W >= 7 (the filter is orthonormal; smaller images lose their border).
   """
   _check_images(images.shape, images.dtype, GEOMETRIC)
+  if jnp.shape(g_inv) != (images.shape[0], 3, 3):
+    raise ValueError(f"g_inv must have shape (batch, 3, 3) = {(images.shape[0], 3, 3)}, got "
+                     f"{jnp.shape(g_inv)}")
+  return _resample(images, g_inv)
+
+
+@jax.jit
+def _resample(images, g_inv):
   _, height, width, _ = images.shape
   dtype = _compute_dtype(images.dtype)
   g_inv = jnp.asarray(g_inv, dtype)
@@ -518,18 +538,28 @@ def apply_params(images, params, *, translate_int_max=0.125, scale_std=0.2, anis
   colour transform is enabled; the labels concatenate the enabled transforms' columns.
   """
   _check_images(images.shape, images.dtype, params)
+  ranges = _options(dict(translate_int_max=translate_int_max, scale_std=scale_std,
+                         aniso_std=aniso_std, translate_frac_std=translate_frac_std,
+                         brightness_std=brightness_std, contrast_std=contrast_std,
+                         saturation_std=saturation_std))
+  return _apply(images, params, ranges=tuple(ranges.items()))
+
+
+@functools.partial(jax.jit, static_argnames=("ranges",))
+def _apply(images, params, *, ranges):
+  r = dict(ranges)
   batch, height, width, _ = images.shape
   dtype = _compute_dtype(images.dtype)
   x = _blit(images, params)
-  g_inv = geometric_matrix(params, height, width, scale_std=scale_std, aniso_std=aniso_std,
-                           translate_frac_std=translate_frac_std)
+  g_inv = geometric_matrix(params, height, width, scale_std=r["scale_std"],
+                           aniso_std=r["aniso_std"], translate_frac_std=r["translate_frac_std"])
   if g_inv is not None:
-    x = geometric_transform(x, g_inv)
-  m = color_matrix(params, brightness_std=brightness_std, contrast_std=contrast_std,
-                   saturation_std=saturation_std)
+    x = _resample(x, g_inv)
+  m = color_matrix(params, brightness_std=r["brightness_std"], contrast_std=r["contrast_std"],
+                   saturation_std=r["saturation_std"])
   if m is not None:
     x = _apply_color(x, m.astype(dtype))
-  return x, _labels(params, batch, height, width, translate_int_max, dtype)
+  return x, _labels(params, batch, height, width, r["translate_int_max"], dtype)
 
 
 def augment_pipe(key, images, *, p, xflip=0., yflip=0., rotate_int=0., translate_int=0.,
@@ -577,6 +607,10 @@ def augment_pipe(key, images, *, p, xflip=0., yflip=0., rotate_int=0., translate
   dtype = _compute_dtype(images.dtype)
   if isinstance(p, float) and p == 0:
     return images, jnp.zeros((images.shape[0], augment_dim(**options)), dtype)
-  params = sample_params(key, images.shape, p=p, dtype=dtype, **opts)
-  return apply_params(images, params, **{k: opts[k] for k in DEFAULTS
-                                         if k not in ("rotate_frac_max", "hue_max", "aniso_rotate_prob")})
+  return _pipe(key, images, p, opts=tuple(opts.items()))
+
+
+@functools.partial(jax.jit, static_argnames=("opts",))
+def _pipe(key, images, p, *, opts):
+  params = _sample(key, p, shape=images.shape, dtype=_compute_dtype(images.dtype), opts=opts)
+  return _apply(images, params, ranges=opts)
