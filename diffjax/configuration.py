@@ -25,6 +25,9 @@ A run config is an `ml_collections.ConfigDict` with these sections (VDM/score_sd
 `validate_config` checks every name and size before anything is built, and raises ValueError
 naming the field and the valid choices.
 """
+import importlib.util
+import os
+
 import ml_collections
 
 PARAMETRIZATIONS = ("edm", "eps", "x0", "v", "score", "flow")
@@ -170,3 +173,22 @@ def _check_pfgmpp_sampler(config):
     raise ValueError(f"sampling.sampler={config.sampling.sampler!r} assumes a Gaussian forward SDE, which "
                      f"process.name='pfgmpp' with D={D} does not have; use an ODE sampler (heun, euler, "
                      "dpm_solver, unipc, ddim with eta=0, pf_ode)")
+
+
+def load_config_file(path, options="", *, field="config_path"):
+  """`get_config(options)` of a config file, as `--config=path:options` loads it.
+
+  Args:
+    path: the config file.
+    options: the string after the colon.
+    field: the config field that named `path`, for the error (e.g. "teacher.config_path").
+
+  Raises:
+    ValueError: `path` does not exist (naming `field`).
+  """
+  if not os.path.exists(path):
+    raise ValueError(f"{field}={path!r} does not exist")
+  spec = importlib.util.spec_from_file_location("diffjax_loaded_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(options)

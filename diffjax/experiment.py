@@ -252,13 +252,43 @@ class Run:
       ckpt.close()
     if restored is None:
       raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; run --mode=train first")
-    if require_same_config and stored is not None:
-      differ = config_differences(stored, self.config.to_dict())
-      if differ:
-        raise ValueError(f"the checkpoint in {workdir} was trained with a different config (fields "
-                         f"{differ[:8]}{' ...' if len(differ) > 8 else ''} differ); delete the directory to "
-                         "retrain, or point to another one")
+    if require_same_config:
+      check_same_config(stored, self.config, workdir)
     return restored[0]
+
+
+#: fields a resumed run may change: how long it runs, how often it logs / saves / samples, evaluation
+RESUME_MAY_CHANGE = ("training.num_steps", "training.log_every", "training.ckpt_every", "training.keep_checkpoints",
+                     "training.sample_every", "training.eval_every", "training.tensorboard",
+                     "training.async_checkpoints", "eval.")
+
+
+def check_same_config(stored, config, workdir, ignore=()):
+  """Raises a ValueError naming the fields where a checkpoint's stored config dict differs from `config`.
+
+  Fields equal to or starting with an entry of `ignore` (e.g. `RESUME_MAY_CHANGE`) may differ.
+  """
+  if stored is None:
+    return
+  differ = [f for f in config_differences(stored, config.to_dict())
+            if not any(f == i or (i.endswith(".") and f.startswith(i)) for i in ignore)]
+  if differ:
+    raise ValueError(f"the checkpoint in {workdir} was trained with a different config (fields "
+                     f"{differ[:8]}{' ...' if len(differ) > 8 else ''} differ); delete the directory to "
+                     "retrain, or point to another one")
+
+
+def stored_config(workdir):
+  """The config dict stored with the latest checkpoint in `workdir/checkpoints`, or None."""
+  path = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(path):
+    return None
+  ckpt = training.Checkpointer(path)
+  try:
+    step = ckpt.latest_step()
+    return None if step is None else ckpt.metadata(step).get("metadata", {}).get("config")
+  finally:
+    ckpt.close()
 
 
 def config_differences(a, b, prefix=""):

@@ -209,6 +209,12 @@ def test_gan_run_checkpoints_every_network_and_resumes_exactly(teacher, tmp_path
   assert rows[1]["generator/loss"] == rows[0]["generator/loss"] and rows[3]["generator/loss"] > 0
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, straight.state.frozen),
                jax.tree.map(np.asarray, teacher.params))
+  # a changed config (here the critic's learning rate) is not silently continued in the same workdir
+  changed = _config("dmd2", teacher.workdir, generator_every=2, gen_cls_loss_weight=3e-3, cls_loss_weight=1e-2)
+  changed.training.n_jitted_steps = 2
+  changed.critic_optim.lr = 1e-5
+  with pytest.raises(ValueError, match="critic_optim.lr"):
+    distill.run.train_method(changed, str(tmp_path / "resumed"), teacher, distill.build_method(changed, teacher))
 
 
 @pytest.mark.parametrize("method", ["diff_instruct", "sim", "cd", "ict"])

@@ -547,6 +547,11 @@ def test_ict_curriculum_values():
     dl.ict_num_scales(0, 5)
 
 
+@pytest.mark.parametrize("total,s0,s1", [(400_000, 10, 1280), (1000, 10, 1280), (37, 2, 40), (500, 7, 7), (90, 3, 1000)])
+def test_ict_stages_closed_form_equals_every_step(total, s0, s1):
+  assert dl.ict_stages(total, s0, s1) == sorted({dl.ict_num_scales(k, total, s0, s1) for k in range(total + 1)})
+
+
 def test_ict_lognormal_index_probs(x64):
   n, pm, ps = 11, -1.1, 2.0
   asc = dl.karras_index_sigmas(n, ascending=True)

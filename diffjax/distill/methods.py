@@ -342,7 +342,7 @@ def _cd(config, teacher, o):
 
 def _ict(config, teacher, o):
   total = int(config.training.num_steps)
-  stages = sorted({dl.ict_num_scales(k, total, o["s0"], o["s1"]) for k in range(0, total + 1)})
+  stages = dl.ict_stages(total, o["s0"], o["s1"])
 
   def loss(student, params, frozen, batch, key, step):
     cond = data_labels(teacher, batch)

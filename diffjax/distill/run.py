@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 
 from diffjax import data as data_lib
-from diffjax import training, utils
+from diffjax import experiment, training, utils
 from diffjax.configuration import d
 from diffjax.distill import evaluation, methods
 from diffjax.distill.step import DistillState, make_distill_step
@@ -91,6 +91,9 @@ def _dataset(config, teacher):
 def train_method(config, workdir, teacher, method, *, mesh=None, frozen=None):
   """Trains `method` with the distillation step in `training.train`; returns the `TrainResult`."""
   c = training.validate_training_config(config.training)
+  # a run resumes only with the config it was started with, up to its length, logging and evaluation
+  experiment.check_same_config(experiment.stored_config(workdir), config, workdir,
+                               ignore=experiment.RESUME_MAY_CHANGE)
   mesh = mesh if mesh is not None else training.make_mesh()
   frozen = teacher.params if frozen is None else frozen
   # Copies: the loop donates the state's buffers; the teacher's arrays stay usable afterwards.

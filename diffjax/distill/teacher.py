@@ -13,28 +13,21 @@ the pure functions every distillation method is written in:
 Teachers must be EDM-parametrised (``model.parametrization = "edm"`` on the ``edm`` process):
 the distillation losses use D(x, sigma) with x_sigma = x + sigma eps.
 """
-import importlib.util
 import logging
-import os
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffjax import experiment, models
+from diffjax import configuration, experiment, models
 from diffjax import parametrization as prm
 
 log = logging.getLogger(__name__)
 
 
 def load_config_file(path, options=""):
-  """`get_config(options)` of a config file (as `--config=path:options`)."""
-  if not os.path.exists(path):
-    raise ValueError(f"teacher.config_path={path!r} does not exist")
-  spec = importlib.util.spec_from_file_location("diffjax_teacher_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(options)
+  """`get_config(options)` of the teacher's config file (`teacher.config_path`)."""
+  return configuration.load_config_file(path, options, field="teacher.config_path")
 
 
 class Teacher:

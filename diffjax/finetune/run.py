@@ -29,7 +29,6 @@ Resume: each round trains in `workdir/round_<r>` with the foundation's loop (ato
 exact resume); a round's generated data is saved there first (`data.npz`), so a restarted round
 trains on exactly the same data.
 """
-import importlib.util
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffjax import experiment, parametrization as prm, training, utils
+from diffjax import configuration, experiment, parametrization as prm, training, utils
 from diffjax.configuration import d
 from diffjax.data import datasets as datasets_lib
 from diffjax.data import preference as pref_data
@@ -84,13 +83,8 @@ def default_finetune_config():
 
 
 def load_config_file(path, options=""):
-  """`get_config(options)` of a config file (as `--config=path:options`)."""
-  if not os.path.exists(path):
-    raise ValueError(f"base.config_path={path!r} does not exist")
-  spec = importlib.util.spec_from_file_location("diffjax_base_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(options)
+  """`get_config(options)` of the base model's config file (`base.config_path`)."""
+  return configuration.load_config_file(path, options, field="base.config_path")
 
 
 def validate_finetune_config(config):

@@ -1008,6 +1008,17 @@ def ict_num_scales(k, total_steps, s0=10, s1=1280):
   return jnp.minimum(s0 * 2**stage, s1) + 1
 
 
+def ict_stages(total_steps, s0=10, s1=1280):
+  """The distinct values of `ict_num_scales` over steps 0 ... total_steps, ascending.
+
+  Stage j = floor(k / K') runs from 0 to floor(K / K'), so the set is min(s0 2^j, s1) + 1 for those
+  j: a closed form instead of evaluating every step (400k for iCT's CIFAR-10 run).
+  """
+  ict_num_scales(0, total_steps, s0, s1)  # argument checks
+  k_prime = total_steps // (s1 // s0).bit_length()
+  return sorted({min(s0 * 2**j, s1) + 1 for j in range(total_steps // k_prime + 1)})
+
+
 def ict_lognormal_index_probs(sigmas, p_mean=-1.1, p_std=2.0):
   """iCT's discrete log-normal over grid intervals (Song & Dhariwal 2024, arXiv 2310.14189)::
 
