@@ -19,6 +19,8 @@ A run config is an `ml_collections.ConfigDict` with these sections (VDM/score_sd
   sampling      sampler (see `diffjax.samplers.list_samplers()`), options, grid, grid_options,
                 num_steps, t_start / t_end (None: the process's range), use_ema, batch_size,
                 guidance_scale (classifier-free guidance of class-conditional models).
+  augment       p (0: off) and options of EDM's augmentation pipe (`diffjax.data.augment`), applied
+                to each training batch with its labels fed to the network (`augment_labels`).
   eval          n_samples, and the metrics computed on them.
   distributed   see `diffjax.training.default_distributed_config()`.
 
@@ -73,6 +75,7 @@ def get_default_config():
       batch_size=10_000,
       guidance_scale=1.0,  # classifier-free guidance for class-conditional models (1 = off)
   )
+  config.augment = d(p=0.0, options=d())
   config.eval = d(n_samples=10_000, plot_samples=True)
   config.distributed = training.default_distributed_config()
   return config
@@ -126,6 +129,8 @@ def validate_config(config):
                      f"got process.name={config.process.name!r}")
   if config.process.name == "pfgmpp":
     _check_pfgmpp_sampler(config)
+  if config.get("augment") is not None:
+    _check_augment(config)
   learn_sigma = bool(config.model.options.get("learn_sigma", False))
   if config.loss.name == "hybrid":
     if config.process.name != "vp_discrete" or config.model.parametrization != "eps" or not learn_sigma:
@@ -192,3 +197,24 @@ def load_config_file(path, options="", *, field="config_path"):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(options)
+
+
+def _check_augment(config):
+  """augment.p >= 0, its options are augment-pipe options, and the network takes their labels."""
+  from diffjax.data import augment
+  from diffjax.models import registry
+  p = config.augment.get("p", 0.0)
+  if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 0:
+    raise ValueError(f"augment.p must be a number >= 0 (0: no augmentation), got {p!r}")
+  if not p:
+    return
+  options = config.augment.get("options", d()).to_dict()
+  try:
+    width = augment.augment_dim(**options)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"augment.options: {e}") from None
+  defaults = registry._MODELS.get(config.model.name, (None, {}))[1]
+  model_dim = config.model.options.get("augment_dim", defaults.get("augment_dim", 0))
+  if model_dim != width:
+    raise ValueError(f"augment.options give {width} augment labels but model {config.model.name!r} takes "
+                     f"model.options.augment_dim={model_dim}; set it to {width} or augment.p=0")

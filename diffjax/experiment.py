@@ -23,6 +23,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from diffjax import data as data_lib
+from diffjax.data import augment
 from diffjax import losses, metrics, models, processes, samplers, timesteps, training
 from diffjax import parametrization as prm
 
@@ -104,6 +105,7 @@ def make_loss_fn(config, process, apply_fn, train_apply_fn=None):
 
   num_classes = config.model.options.get("num_classes")
   label_dropout = config.model.get("label_dropout", 0.0)
+  augment_p, augment_options = augment_settings(config)
 
   def loss_fn(params, batch, key):
     x0 = batch["x"]
@@ -111,6 +113,12 @@ def make_loss_fn(config, process, apply_fn, train_apply_fn=None):
     if train_apply_fn is not None:
       key, k_dropout = jax.random.split(key)
       net_fn = functools.partial(train_apply_fn, key=k_dropout)
+    if augment_p > 0:
+      # EDM's non-leaky augmentation (Karras et al. 2022, app. F.2): the network sees the transform
+      # through its augment labels; sampling passes none (= zeros).
+      key, k_aug = jax.random.split(key)
+      x0, aug_labels = augment.augment_pipe(k_aug, x0, p=augment_p, **augment_options)
+      net_fn = functools.partial(_with_augment_labels, net_fn, aug_labels)
     cond = batch.get("label") if conditional else None
     if cond is not None and label_dropout > 0:
       # Classifier-free guidance training (Ho & Salimans 2021): the null label num_classes with
@@ -139,6 +147,18 @@ def make_loss_fn(config, process, apply_fn, train_apply_fn=None):
     return loss, {}
 
   return loss_fn
+
+
+def augment_settings(config):
+  """(p, options) of `config.augment` (p = 0: none; configs without the section have none)."""
+  section = config.get("augment")
+  if section is None:
+    return 0.0, {}
+  return float(section.get("p", 0.0)), section.get("options", {}).to_dict() if section.get("options") else {}
+
+
+def _with_augment_labels(apply_fn, labels, params, x, t, cond=None, **kwargs):
+  return apply_fn(params, x, t, cond, augment_labels=labels, **kwargs)
 
 
 def make_time_grid(config, process):

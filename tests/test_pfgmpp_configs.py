@@ -3,6 +3,8 @@ errors, and one tiny run of the recipe end to end."""
 import importlib.util
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -102,3 +104,42 @@ def test_tiny_pfgmpp_recipe_trains_and_samples(tmp_path):
   np.testing.assert_allclose([r["ema_decay"] for r in rows], [float(schedule(k - 1)) for k in range(1, 7)],
                              rtol=1e-6)
   assert rows[0]["ema_decay"] == 0.0
+
+
+def test_training_batches_are_augmented_and_the_network_gets_the_labels():
+  """With augment.p > 0 the loss draws the pipe on the batch and calls the network with its labels
+  (here xflip only, p = 1: a fair coin per image); with p = 0 no labels are passed."""
+  config = _load("edm/cifar10_ddpmpp.py", "tiny")
+  config.augment.options = configuration.d(xflip=1e8)
+  config.model.options.augment_dim = 1
+  configuration.validate_config(config)
+  seen = {}
+
+  def apply_fn(params, x, c_noise, cond=None, augment_labels=None):
+    seen["labels"] = augment_labels
+    return params * x
+
+  process = experiment.build_process(config)
+  x = jax.random.normal(jax.random.PRNGKey(0), (256, 8, 8, 1))
+  loss_fn = experiment.make_loss_fn(config, process, apply_fn)
+  loss, _ = loss_fn(jnp.float32(0.5), {"x": x}, jax.random.PRNGKey(1))
+  labels = np.asarray(seen["labels"])
+  assert labels.shape == (256, 1) and set(np.unique(labels)) == {0.0, 1.0} and 80 < labels.sum() < 176
+  config.augment.p = 0.0
+  experiment.make_loss_fn(config, process, apply_fn)(jnp.float32(0.5), {"x": x}, jax.random.PRNGKey(1))
+  assert seen["labels"] is None
+
+
+@pytest.mark.parametrize("field,value,match", [("p", -0.1, "augment.p must be"),
+                                               ("augment_dim", 3, "model.options.augment_dim=3"),
+                                               ("options", {"rotate": 1.0}, "augment.options")])
+def test_augment_config_errors_name_the_field(field, value, match):
+  config = _load("edm/cifar10_ddpmpp.py")
+  if field == "augment_dim":
+    config.model.options.augment_dim = value
+  elif field == "options":
+    config.augment.options = configuration.d(**value)
+  else:
+    config.augment.p = value
+  with pytest.raises(ValueError, match=match):
+    configuration.validate_config(config)

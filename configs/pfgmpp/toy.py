@@ -6,7 +6,7 @@
 Every D trains the same network with the same EDM recipe: EDM preconditioning and loss
 (ln sigma ~ N(-1.2, 1.2^2)), a residual MLP (4 blocks of width 256 on digits as 64-vectors,
 3 on the 2-D grid), Adam 1e-3 with 200 warm-up steps and clipping at 1, EMA 0.999, 15k steps on
-digits and 20k on the grid (batch 256 / 1024), Heun with 18 Karras steps (35 NFE) from the
+digits and 10k on the grid (batch 256 / 512), Heun with 18 Karras steps (35 NFE) from the
 PFGM++ prior. sigma_data is EDM's 0.5 on digits (pixels in [-1, 1]) and the data std 1.418 on the
 grid. Only the process changes: `pfgmpp` with augmented dimension D, or `edm` for D = inf
 (the two are the same code for D = inf).
@@ -39,7 +39,7 @@ def get_config(options="digits"):
   digits = task == "digits"
   config = get_default_config()
   config.seed = 0
-  config.data = d(name=name, batch_size=(256 if digits else 1024) if not tiny else 128,
+  config.data = d(name=name, batch_size=(256 if digits else 512) if not tiny else 128,
                   options=d(split="train", flatten=True) if digits else d())
   config.process = d(name="edm", options=d()) if D == float("inf") else d(name="pfgmpp", options=d(D=D))
   config.model.name = "mlp"
@@ -54,7 +54,7 @@ def get_config(options="digits"):
   config.optim.lr = 1e-3
   config.optim.warmup_steps = 200
   config.optim.grad_clip = 1.0
-  config.training.num_steps = 300 if tiny else (15_000 if digits else 20_000)
+  config.training.num_steps = 300 if tiny else (15_000 if digits else 10_000)
   config.training.log_every = 100 if tiny else 1000
   config.training.ckpt_every = config.training.num_steps
   config.training.ema_decay = 0.99 if tiny else 0.999

@@ -14,7 +14,7 @@ only for the transforms whose multiplier is > 0 (`augment_dim`):
 
   xflip          1   w in {0, 1}
   yflip          1   w in {0, 1}
-  rotate_int     2   quarter turns k = w in {0..3} (`np.rot90(image, k)`): [k in {1, 2}, k in {2, 3}]
+  rotate_int     2   [k in {1, 2}, k in {2, 3}], k in {0..3} quarter turns (`np.rot90(image, k)`)
   translate_int  2   [tx / (W max), ty / (H max)], integer shifts tx, ty, max = translate_int_max
   scale          1   w ~ N(0, 1), s = 2^(w scale_std)
   rotate_frac    2   [cos w - 1, sin w], w ~ U(-pi, pi) rotate_frac_max
@@ -45,9 +45,10 @@ Deviations from the official code:
     largest margin the official code can choose (H - 1, W - 1) and the pixels outside the official
     margin are zeroed, before and after upsampling; this is the official result exactly (up to
     rounding), with static shapes.
-  * `p == 0` (a Python number) returns the images untouched. The official pipe still runs the
-    resampler on the identity when a geometric multiplier is > 0, which returns the images up to
-    rounding (the sym6 round trip is exact: the filter is orthonormal).
+  * A concrete `p == 0` returns the images untouched. The official pipe still runs the resampler
+    on the identity when a geometric multiplier is > 0, which returns the images up to rounding
+    (the sym6 round trip is the identity: the filter is orthonormal, to 5e-13 with the published
+    coefficients). A traced p always runs the official path.
   * Arithmetic is done in float32, or float64 for float64 images; the official code rounds the
     sym6 coefficients to float32 even for float64 images. Labels are float32 (or float64 for
     float64 images); images come back in their own dtype.
@@ -93,7 +94,8 @@ def _options(options):
   """Multipliers and ranges as validated Python floats, official defaults filled in."""
   unknown = sorted(set(options) - set(TRANSFORMS) - set(DEFAULTS))
   if unknown:
-    raise ValueError(f"unknown augment argument(s) {unknown}; valid: {TRANSFORMS + tuple(DEFAULTS)}")
+    raise ValueError(f"unknown augment argument(s) {unknown}; valid: "
+                     f"{TRANSFORMS + tuple(DEFAULTS)}")
   opts = {name: 0.0 for name in TRANSFORMS} | DEFAULTS | dict(options)
   for name, value in opts.items():
     try:
@@ -212,6 +214,10 @@ def sample_params(key, shape, *, p, dtype=jnp.float32, **options):
   """
   opts = _options(options)
   p = _check_p(p)
+  if len(shape) != 4:
+    raise ValueError(f"shape must be the images' NHWC shape (rank 4), got {tuple(shape)}")
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"dtype must be a floating dtype, got {dtype}")
   shape = tuple(int(d) for d in shape)
   params = _sample(key, p, shape=shape, dtype=jnp.dtype(dtype), opts=tuple(opts.items()))
   return {name: params[name] for name in TRANSFORMS if name in params}  # jit sorts dict keys
@@ -231,7 +237,8 @@ def _sample(key, p, *, shape, dtype, opts):
     elif name == "rotate_int":
       params[name] = _randint(k, batch, 4, prob)
     elif name == "translate_int":
-      params[name] = _translate_int_params(k, batch, height, width, prob, opts["translate_int_max"], dtype)
+      params[name] = _translate_int_params(k, batch, height, width, prob,
+                                           opts["translate_int_max"], dtype)
     elif name in ("scale", "brightness", "contrast", "saturation"):
       params[name] = _normal(k, (batch,), prob, dtype)
     elif name == "translate_frac":
@@ -500,8 +507,9 @@ def _resample(images, g_inv):
   # (upsampled pixel n sits at input position n / 2), to upsampled pixel indices. This is the
   # official affine_grid / grid_sample normalisation (align_corners=False) written out.
   out_h, out_w = (height + _HZ_PAD * 2) * 2, (width + _HZ_PAD * 2) * 2
-  up = jnp.array([[2, 0, -0.5], [0, 2, -0.5], [0, 0, 1]], dtype)  # translate2d(-.5) @ scale2d(2)
-  down = jnp.array([[0.5, 0, 0.25], [0, 0.5, 0.25], [0, 0, 1]], dtype)  # scale2d(.5) @ translate2d(.5)
+  # translate2d(-.5) @ scale2d(2) @ G_inv @ scale2d(.5) @ translate2d(.5)
+  up = jnp.array([[2, 0, -0.5], [0, 2, -0.5], [0, 0, 1]], dtype)
+  down = jnp.array([[0.5, 0, 0.25], [0, 0.5, 0.25], [0, 0, 1]], dtype)
   g = _mm(_mm(up, g_inv), down)[:, :2, :, None, None]
   xo = jnp.arange(out_w, dtype=dtype) - (out_w - 1) / 2
   yo = (jnp.arange(out_h, dtype=dtype) - (out_h - 1) / 2)[:, None]

@@ -53,7 +53,9 @@ def dropout_rate(model):
 
 
 def split_apply(model):
-  """Splits an NNX model into a pure `apply_fn(params, x, t, cond=None)` and its `params`.
+  """Splits an NNX model into a pure `apply_fn(params, x, t, cond=None, **model_kwargs)` and its `params`.
+
+  `model_kwargs` go to the module's call (e.g. EDM networks' `augment_labels`).
 
   The non-parameter state (fixed Fourier frequencies, ...) is closed over. The model is put in
   evaluation mode first, so dropout is off in `apply_fn` (DESIGN principle 5: models enter the
@@ -65,8 +67,8 @@ def split_apply(model):
   model.eval()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-  def apply_fn(params, x, t, cond=None):
-    return nnx.merge(graphdef, params, rest)(x, t, cond)
+  def apply_fn(params, x, t, cond=None, **model_kwargs):
+    return nnx.merge(graphdef, params, rest)(x, t, cond, **model_kwargs)
 
   return apply_fn, params
 
@@ -85,13 +87,13 @@ def split_train_apply(model):
   model.eval()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-  def apply_fn(params, x, t, cond=None, *, key):
+  def apply_fn(params, x, t, cond=None, *, key, **model_kwargs):
     module = nnx.merge(graphdef, params, rest)
     module.train()
     dropouts = [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Dropout)]
     for i, layer in enumerate(dropouts):
       layer.rngs = nnx.RngStream(jax.random.fold_in(key, i), tag="dropout")
-    return module(x, t, cond)
+    return module(x, t, cond, **model_kwargs)
 
   return apply_fn, params
 
