@@ -61,8 +61,8 @@ def trained_run(config, workdir):
   ckpt_dir = os.path.join(workdir, "checkpoints")
   done = os.path.isdir(ckpt_dir) and any(n.isdigit() and int(n) == config.training.num_steps
                                          for n in os.listdir(ckpt_dir))
-  if not done:
-    experiment.train_and_evaluate(config, workdir)
+  if not done and experiment.train_and_evaluate(config, workdir) is None:
+    raise SystemExit(f"training in {workdir} was interrupted (checkpoint saved); rerun the command to resume")
   run = experiment.Run(config)
   state = run.restore(workdir, require_same_config=True)
   return run, run.sampling_params(state)

@@ -236,6 +236,25 @@ def dmd_gradient(x, mu_real, mu_fake):
   return jnp.nan_to_num((p_real - p_fake) / weight_factor)
 
 
+def _dmd_noised_sample(fn, x, real_denoiser, fake_denoiser, key, sigmas, min_index, max_index):
+  """DMD2's shared draw: index ~ U{min..max} on the grid, x_t = sg(x) + sigma eps, both denoisers at x_t.
+
+  Returns (sg(x), x_t, index, sigma, sg(mu_real), sg(mu_fake)); the key splits as (k_index, k_noise).
+  """
+  sigmas = _default_dmd2_sigmas(sigmas, x.dtype)
+  _check_sigmas(fn, sigmas)
+  _check_index_range(fn, min_index, max_index, sigmas.shape[0])
+  k_index, k_noise = jax.random.split(key)
+  index = jax.random.randint(k_index, (x.shape[0],), min_index, max_index + 1)
+  sigma = sigmas[index]
+  noise = jax.random.normal(k_noise, x.shape, x.dtype)
+  x_sg = jax.lax.stop_gradient(x)
+  x_t = x_sg + _bc(sigma, x) * noise
+  mu_real = jax.lax.stop_gradient(real_denoiser(x_t, sigma))
+  mu_fake = jax.lax.stop_gradient(fake_denoiser(x_t, sigma))
+  return x_sg, x_t, index, sigma, mu_real, mu_fake
+
+
 def dmd_loss(x, real_denoiser, fake_denoiser, key, *, sigmas=None, min_index=DMD2_MIN_INDEX,
              max_index=DMD2_MAX_INDEX, reduction="mean"):
   """DMD2 distribution-matching loss (Yin et al., "Improved Distribution Matching Distillation",
@@ -271,17 +290,8 @@ def dmd_loss(x, real_denoiser, fake_denoiser, key, *, sigmas=None, min_index=DMD
   _check_batched(fn, "x", x)
   _check_choice(fn, "reduction", reduction, PSEUDO_TARGET_REDUCTIONS)
   x = jnp.asarray(x)
-  sigmas = _default_dmd2_sigmas(sigmas, x.dtype)
-  _check_sigmas(fn, sigmas)
-  _check_index_range(fn, min_index, max_index, sigmas.shape[0])
-  k_index, k_noise = jax.random.split(key)
-  index = jax.random.randint(k_index, (x.shape[0],), min_index, max_index + 1)
-  sigma = sigmas[index]
-  noise = jax.random.normal(k_noise, x.shape, x.dtype)
-  x_sg = jax.lax.stop_gradient(x)
-  x_t = x_sg + _bc(sigma, x) * noise
-  mu_real = jax.lax.stop_gradient(real_denoiser(x_t, sigma))
-  mu_fake = jax.lax.stop_gradient(fake_denoiser(x_t, sigma))
+  x_sg, x_t, index, sigma, mu_real, mu_fake = _dmd_noised_sample(fn, x, real_denoiser, fake_denoiser, key, sigmas,
+                                                                 min_index, max_index)
   g = jax.lax.stop_gradient(dmd_gradient(x_sg, mu_real, mu_fake))
   loss, aux = pseudo_target_loss(x, g, reduction)
   aux = dict(aux, index=index, sigma=sigma)
@@ -391,17 +401,8 @@ def f_distill_loss(x, real_denoiser, fake_denoiser, logit_fn, key, *, f_div="js"
   if not 0 < ratio_lower <= ratio_upper:
     raise ValueError(f"{fn}: need 0 < ratio_lower <= ratio_upper, got {ratio_lower}, {ratio_upper}")
   x = jnp.asarray(x)
-  sigmas = _default_dmd2_sigmas(sigmas, x.dtype)
-  _check_sigmas(fn, sigmas)
-  _check_index_range(fn, min_index, max_index, sigmas.shape[0])
-  k_index, k_noise = jax.random.split(key)
-  index = jax.random.randint(k_index, (x.shape[0],), min_index, max_index + 1)
-  sigma = sigmas[index]
-  noise = jax.random.normal(k_noise, x.shape, x.dtype)
-  x_sg = jax.lax.stop_gradient(x)
-  x_t = x_sg + _bc(sigma, x) * noise
-  mu_real = jax.lax.stop_gradient(real_denoiser(x_t, sigma))
-  mu_fake = jax.lax.stop_gradient(fake_denoiser(x_t, sigma))
+  x_sg, x_t, index, sigma, mu_real, mu_fake = _dmd_noised_sample(fn, x, real_denoiser, fake_denoiser, key, sigmas,
+                                                                 min_index, max_index)
   logit = jax.lax.stop_gradient(jnp.asarray(logit_fn(x_t, sigma)).reshape(x.shape[0], -1).mean(axis=1))
   ratio = jnp.clip(jnp.exp(jnp.clip(logit, -10.0, 10.0)), ratio_lower, ratio_upper)
   width = max((max_index - min_index) / num_bins, 1e-12)
