@@ -16,10 +16,10 @@ import sys
 import jax
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "DIFFJAX_COMPILATION_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "diffjax_xla")))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _cache import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()
 
 
 def main():
