@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diffjax.training.state import NONFINITE_MODES, all_finite, as_raw_key
+from diffjax.training.state import all_finite, as_raw_key, check_step_arguments, scan_steps
 
 _tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.tree_utils.tree_l2_norm
 
@@ -150,15 +150,9 @@ def make_distill_step(phases, *, student: str, ema_decay: float, nonfinite: str 
       (a data-free generator's z) is split over the devices like the data, not replicated.
   """
   phases = tuple(phases)
-  if nonfinite not in NONFINITE_MODES:
-    raise ValueError(f"training.nonfinite must be one of {list(NONFINITE_MODES)}, got {nonfinite!r}")
-  if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-    raise ValueError(f"training.n_jitted_steps must be an integer >= 1, got {n_steps!r}")
-  if not 0.0 <= float(ema_decay) <= 1.0:
-    raise ValueError(f"training.ema_decay must be in [0, 1], got {ema_decay!r}")
+  decay = check_step_arguments(ema_decay, nonfinite, n_steps)
   if student not in [p.group for p in phases]:
     raise ValueError(f"student={student!r} must be one of the trained groups {[p.group for p in phases]}")
-  decay = float(ema_decay)
 
   def run_phase(phase, params, opt_state, frozen, batch, key, step):
     def loss_of_group(group_params):
@@ -224,19 +218,7 @@ def make_distill_step(phases, *, student: str, ema_decay: float, nonfinite: str 
       stopped = stopped | jnp.logical_not(finite)
     return new_state, metrics, stopped
 
-  def train_step(state, batch):
-    if n_steps == 1:
-      new_state, metrics, _ = one_step(state, batch, jnp.array(False))
-      return new_state, metrics
-
-    def body(carry, b):
-      s, stopped = carry
-      s, metrics, stopped = one_step(s, b, stopped)
-      return (s, stopped), metrics
-
-    (new_state, _), metrics = jax.lax.scan(body, (state, jnp.array(False)), batch)
-    return new_state, metrics
-
+  train_step = scan_steps(one_step, n_steps)
   train_step.n_steps = n_steps
   train_step.nonfinite = nonfinite
   train_step.ema_decay = decay

@@ -90,6 +90,41 @@ def _opt_count(state):
   return found[0][1] if found else state.step
 
 
+def check_step_arguments(ema_decay, nonfinite, n_steps):
+  """The checks every train-step factory makes; returns the EMA decay as a float."""
+  if nonfinite not in NONFINITE_MODES:
+    raise ValueError(f"training.nonfinite must be one of {list(NONFINITE_MODES)}, "
+                     f"got {nonfinite!r}")
+  if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+    raise ValueError(f"training.n_jitted_steps must be an integer >= 1, got {n_steps!r}")
+  if not 0.0 <= float(ema_decay) <= 1.0:
+    raise ValueError(f"training.ema_decay must be in [0, 1], got {ema_decay!r}")
+  return float(ema_decay)
+
+
+def scan_steps(one_step, n_steps):
+  """``train_step(state, batch)`` from ``one_step(state, batch, stopped) -> (state, metrics, stopped)``.
+
+  With ``n_steps > 1`` it runs ``n_steps`` steps in one ``lax.scan`` over the batch's leading axis,
+  threading the ``stopped`` flag (``nonfinite='stop'`` freezes every step after a non-finite one);
+  metrics come back with that leading axis.
+  """
+  def train_step(state, batch):
+    if n_steps == 1:
+      new_state, metrics, _ = one_step(state, batch, jnp.array(False))
+      return new_state, metrics
+
+    def body(carry, b):
+      s, stopped = carry
+      s, metrics, stopped = one_step(s, b, stopped)
+      return (s, stopped), metrics
+
+    (new_state, _), metrics = jax.lax.scan(body, (state, jnp.array(False)), batch)
+    return new_state, metrics
+
+  return train_step
+
+
 def edm_ema_schedule(batch_size: int, halflife_images: float, rampup_ratio: float | None = None):
   """EMA decay per step as EDM's training loop (Karras et al. 2022, app. F.1; NVlabs/edm
   `training_loop.py`): a half-life in images, optionally ramped up with the images seen so far,
@@ -152,14 +187,7 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
     ``finite`` (bool) and the entries of ``aux``. The function has attributes ``n_steps``,
     ``nonfinite`` and ``ema_decay`` so the train loop can check them against its config.
   """
-  if nonfinite not in NONFINITE_MODES:
-    raise ValueError(f"training.nonfinite must be one of {list(NONFINITE_MODES)}, "
-                     f"got {nonfinite!r}")
-  if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-    raise ValueError(f"training.n_jitted_steps must be an integer >= 1, got {n_steps!r}")
-  if not 0.0 <= float(ema_decay) <= 1.0:
-    raise ValueError(f"training.ema_decay must be in [0, 1], got {ema_decay!r}")
-  decay = float(ema_decay)
+  decay = check_step_arguments(ema_decay, nonfinite, n_steps)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def one_step(state: TrainState, batch, stopped):
@@ -193,19 +221,7 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, *, ema_dec
       stopped = stopped | jnp.logical_not(finite)
     return new_state, metrics, stopped
 
-  def train_step(state: TrainState, batch):
-    if n_steps == 1:
-      new_state, metrics, _ = one_step(state, batch, jnp.array(False))
-      return new_state, metrics
-
-    def body(carry, b):
-      s, stopped = carry
-      s, metrics, stopped = one_step(s, b, stopped)
-      return (s, stopped), metrics
-
-    (new_state, _), metrics = jax.lax.scan(body, (state, jnp.array(False)), batch)
-    return new_state, metrics
-
+  train_step = scan_steps(one_step, n_steps)
   train_step.n_steps = n_steps
   train_step.nonfinite = nonfinite
   train_step.ema_decay = decay
