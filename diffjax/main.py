@@ -13,11 +13,10 @@ Modes:
 Config values are overridden with `--config.<field>=<value>`; every name and size is checked
 before anything is built (`diffjax.configuration.validate_config`).
 """
-import logging
-import sys
-
 from absl import app, flags
 from ml_collections import config_flags
+
+from diffjax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file (with optional :options).",
@@ -28,18 +27,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                      stream=sys.stderr)
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  cli.start(argv)
   from diffjax import configuration, experiment, training
   config = FLAGS.config
   training.maybe_initialize(config)
-  try:
-    configuration.validate_config(config)
-  except ValueError as e:
-    raise app.UsageError(f"invalid config: {e}") from None
+  cli.validate(configuration.validate_config, config)
   if FLAGS.mode == "train":
     experiment.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == "eval":

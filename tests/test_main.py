@@ -87,3 +87,18 @@ def test_tiny_quickstart_run_writes_outputs(tmp_path):
   # eval mode restores the checkpoint and reproduces the same samples.
   again = experiment.evaluate(config, str(tmp_path))
   assert again == metrics
+
+
+def test_cli_helpers_turn_bad_input_into_usage_errors():
+  from absl import app
+
+  from diffjax import cli
+  with pytest.raises(app.UsageError, match=r"unexpected arguments: \['extra'\]"):
+    cli.start(["prog", "extra"])
+
+  def bad(config):
+    raise ValueError("data.batch_size must be a positive integer, got 0")
+
+  with pytest.raises(app.UsageError, match="invalid config: data.batch_size"):
+    cli.validate(bad, None)
+  cli.validate(lambda config: None, None)

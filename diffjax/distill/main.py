@@ -8,11 +8,11 @@ Trains the teacher first if `teacher.workdir` has no checkpoint, then the method
 `samples_<nfe>.npz` into the workdir.
 """
 import json
-import logging
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from diffjax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a distillation config file (with optional :options).",
@@ -22,16 +22,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                      stream=sys.stderr)
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  cli.start(argv)
   from diffjax.distill import run
-  try:
-    run.validate_distill_config(FLAGS.config)
-  except ValueError as e:
-    raise app.UsageError(f"invalid config: {e}") from None
+  cli.validate(run.validate_distill_config, FLAGS.config)
   rows = run.distill(FLAGS.config, FLAGS.workdir)
   print(json.dumps(rows, indent=2))
 

@@ -8,11 +8,11 @@ Trains the base model first if `base.workdir` has no checkpoint, then runs the c
 is the reference) and `samples.npz` into the workdir.
 """
 import json
-import logging
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from diffjax import cli
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a preference config file (with optional :options).",
@@ -22,16 +22,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                      stream=sys.stderr)
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  cli.start(argv)
   from diffjax.finetune import run
-  try:
-    run.validate_finetune_config(FLAGS.config)
-  except ValueError as e:
-    raise app.UsageError(f"invalid config: {e}") from None
+  cli.validate(run.validate_finetune_config, FLAGS.config)
   rows = run.finetune(FLAGS.config, FLAGS.workdir)
   print(json.dumps(rows[-1], indent=2))
 
