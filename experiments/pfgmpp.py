@@ -196,7 +196,8 @@ def _value(rows, D, study, value, key):
 def write_section(rows, task, args, out_dir, png):
   key, name = primary(task)
   dims = args.dims
-  cmd = f"python experiments/pfgmpp.py --task {task}" + (" --tiny" if args.tiny else "")
+  cmd = (f"python experiments/pfgmpp.py --task {task}" + ("" if tuple(dims) == DEFAULT_DIMS else f" --dims {','.join(dims)}")
+         + (" --tiny" if args.tiny else ""))
   title = {"digits": "8x8 digits (N = 64)", "grid": "25-Gaussian grid (N = 2)"}[task]
   base = {D: _value(rows, D, "alpha", 0.0, key) for D in dims}
   floor = rows[0].get("sliced_wasserstein_floor")
