@@ -162,9 +162,10 @@ def _check_positive(name, value):
     raise ValueError(f"{name} must be positive, got {value}")
 
 
-def _check_order(cls_name, lo_name, lo, hi_name, hi):
-  if not lo < hi:
-    raise ValueError(f"{cls_name}: {lo_name} ({lo}) must be smaller than {hi_name} ({hi})")
+def _check_order(cls_name, lo_name, lo, hi_name, hi, *, allow_equal=False):
+  if not (lo <= hi if allow_equal else lo < hi):
+    relation = "at most" if allow_equal else "smaller than"
+    raise ValueError(f"{cls_name}: {lo_name} ({lo}) must be {relation} {hi_name} ({hi})")
 
 
 def _zeros_like_t(t):
@@ -196,6 +197,8 @@ class VP(Process):
 
   schedule="linear" (score_sde VPSDE, Ho et al. 2020 in continuous time):
     log alpha(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2,  beta(t) = beta_min + t (beta_max - beta_min).
+    beta_min = beta_max = 2 is the Ornstein-Uhlenbeck process of the theory papers,
+    alpha(t) = exp(-t), sigma(t)^2 = 1 - exp(-2t).
   schedule="cosine" (Nichol & Dhariwal 2021, eq. 17, continuous as in DPM-Solver):
     alpha(t) = cos((t + s) / (1 + s) * pi/2) / cos(s / (1 + s) * pi/2), s = cosine_s.
     t_max defaults to 0.9946 (DPM-Solver), where log-SNR is about -5.
@@ -211,7 +214,7 @@ class VP(Process):
     if self.schedule not in VP_SCHEDULES:
       raise ValueError(f"VP: unknown schedule {self.schedule!r}; valid schedules: {VP_SCHEDULES}")
     _check_positive("VP: beta_min", self.beta_min)
-    _check_order("VP", "beta_min", self.beta_min, "beta_max", self.beta_max)
+    _check_order("VP", "beta_min", self.beta_min, "beta_max", self.beta_max, allow_equal=True)
     if self.t_max is None:
       object.__setattr__(self, "t_max", 1.0 if self.schedule == "linear" else 0.9946)
 
