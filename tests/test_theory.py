@@ -241,8 +241,13 @@ def test_kernel_stopping_rule_on_an_identity_kernel_matches_the_hand_derivation(
   assert noisier < step
   never, info = th.kernel_stopping_step(np.eye(n), lr=lr, noise_std=sigma, max_steps=5)
   assert never == 5 and not info["fired"]
+  # a radius-R ball is the unit ball with the labels, hence the noise, divided by R
+  wider, _ = th.kernel_stopping_step(np.eye(n), lr=lr, noise_std=sigma, max_steps=1000, rkhs_radius=4.0)
+  assert wider == th.kernel_stopping_step(np.eye(n), lr=lr, noise_std=sigma / 4, max_steps=1000)[0] > step
   with pytest.raises(ValueError, match="noise_std"):
     th.kernel_stopping_step(np.eye(3), lr=0.1, noise_std=0.0, max_steps=10)
+  with pytest.raises(ValueError, match="rkhs_radius"):
+    th.kernel_stopping_step(np.eye(3), lr=0.1, noise_std=1.0, max_steps=10, rkhs_radius=-1.0)
 
 
 def test_empirical_kernel_complexity_limits():
