@@ -274,3 +274,19 @@ def test_early_stopping_beats_training_to_the_end_on_noisy_labels(x64):
   assert error[oracle] < 0.5 * error[-1]
   assert error[chosen] < 0.7 * error[-1]
   assert run["train_loss"][-1] < run["train_loss"][oracle]  # while the training loss keeps falling
+
+
+# --- the experiment config ---------------------------------------------------------------------
+def test_score_estimation_config_and_options():
+  import os
+  from diffjax.configuration import load_config_file
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "score_estimation", "gmm2d.py")
+  full, tiny = load_config_file(path), load_config_file(path, "tiny")
+  assert full.curve.width == 16384 and full.sample_size.seeds == 5 and len(full.sample_size.ns) == 5
+  assert tiny.curve.width < full.curve.width and tiny.sample_size.max_steps < full.sample_size.max_steps
+  for config in (full, tiny):
+    assert set(config.width.gap_steps) <= set(range(config.width.max_steps + 1))
+    assert all(m % 2 == 0 for m in config.width.widths)  # antisymmetric pairs
+    assert 1.0 in config.stopping.radius_grid
+  with pytest.raises(ValueError, match="only option is 'tiny'"):
+    load_config_file(path, "huge")
