@@ -154,7 +154,8 @@ def augment_settings(config):
   section = config.get("augment")
   if section is None:
     return 0.0, {}
-  return float(section.get("p", 0.0)), section.get("options", {}).to_dict() if section.get("options") else {}
+  options = section.get("options")
+  return float(section.get("p", 0.0)), options.to_dict() if options else {}
 
 
 def _with_augment_labels(apply_fn, labels, params, x, t, cond=None, **kwargs):

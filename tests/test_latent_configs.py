@@ -1,7 +1,6 @@
 """The paper configs of the architectures issue: they validate, build their models (abstractly),
 and the latent pipeline (npz latents, vp_discrete, DDPM labels, CFG, ancestral sampling) runs end
 to end at a tiny size."""
-import importlib.util
 import os
 
 import numpy as np
@@ -16,11 +15,7 @@ CONFIGS = ["dit/imagenet256_xl2.py"] + [f"dico/imagenet256_{s}.py" for s in ("s"
 
 
 def _load(relpath, options=""):
-  spec = importlib.util.spec_from_file_location("cfg_" + relpath.replace("/", "_")[:-3],
-                                                os.path.join(ROOT, "configs", relpath))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(options)
+  return configuration.load_config_file(os.path.join(ROOT, "configs", relpath), options)
 
 
 @pytest.mark.parametrize("relpath", CONFIGS)

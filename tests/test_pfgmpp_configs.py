@@ -1,6 +1,5 @@
 """The EDM and PFGM++ reproduction configs: the papers' hyper-parameters, the networks' sizes, option
 errors, and one tiny run of the recipe end to end."""
-import importlib.util
 import os
 
 import jax
@@ -16,11 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load(relpath, options=""):
-  spec = importlib.util.spec_from_file_location("cfg_" + relpath.replace("/", "_")[:-3],
-                                                os.path.join(ROOT, "configs", relpath))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(options)
+  return configuration.load_config_file(os.path.join(ROOT, "configs", relpath), options)
 
 
 # relpath, options, model params, process (name, D), batch, lr, augment p, Heun steps
