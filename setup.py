@@ -17,6 +17,9 @@ CORE = [
     "absl-py>=2.1",
 ]
 DATA = ["tensorflow-datasets>=4.9.7", "grain>=0.2.10"]
+# Text (MLKD): Hugging Face checkpoint formats, byte-level BPE, and the real text that ships in
+# registry packages (gensim's test corpora, chatterbot-corpus) for the offline OOD benchmark.
+TEXT = ["safetensors>=0.4", "tokenizers>=0.15", "gensim>=4.3", "chatterbot-corpus>=1.2", "pyyaml>=6"]
 DEV = ["pytest>=8", "pytest-xdist>=3.5", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"]
 
 setup(
@@ -26,5 +29,5 @@ setup(
     packages=find_packages(include=["diffjax", "diffjax.*"]),
     python_requires=">=3.10",
     install_requires=CORE,
-    extras_require={"data": DATA, "dev": DEV, "all": DATA + DEV},
+    extras_require={"data": DATA, "text": TEXT, "dev": DEV, "all": DATA + TEXT + DEV},
 )
