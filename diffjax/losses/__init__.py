@@ -13,3 +13,6 @@ from diffjax.losses import distillation
 from diffjax.losses.distillation import (consistency_loss, diff_instruct_generator_loss, dmd_loss, f_distill_loss,
                                          fake_score_loss, guidance_distillation_loss, progressive_distillation_loss,
                                          sim_generator_loss)
+from diffjax.losses import knowledge_distillation
+from diffjax.losses.knowledge_distillation import (causal_lm_loss, kd_scores, mlkd_loss, prediction_layer_loss,
+                                                   sequence_nll)
