@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "processes", "parametrization", "timesteps", "samplers", "losses", "models", "data",
-    "metrics", "training", "utils", "configuration", "finetune", "distill", "theory",
+    "metrics", "training", "utils", "configuration", "finetune", "distill", "theory", "mlkd",
 )
 
 
