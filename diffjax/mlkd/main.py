@@ -25,7 +25,7 @@ def main(argv):
   cli.start(argv)
   from diffjax.mlkd import run
   cli.validate(run.validate_mlkd_config, FLAGS.config)
-  rows = run.run(FLAGS.config, FLAGS.workdir)
+  rows = run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   print(json.dumps(rows, indent=2))
 
 

@@ -23,7 +23,7 @@ score) with AUROC, AUPR-OUT, AUPR-IN and FAR95 in percent.
 Config (``configs/mlkd/*.py``; defaults in `default_mlkd_config`):
 
   seed        data order, dropout and initialisation.
-  data        source ("offline" or a paper dataset of `text.PAPER_DATASETS`), data_dir, id_group,
+  data        source ("offline" or a paper dataset of `text.DATASETS`), data_dir, id_group,
               in_distribution (offline), max_length, batch_size, tokenizer_dir, bpe_vocab_size,
               max_train_examples (0 = all).
   model       name and overrides of the registered GPT-2 (`dj.models.create`); pretrained_dir: a
@@ -35,13 +35,13 @@ Config (``configs/mlkd/*.py``; defaults in `default_mlkd_config`):
   training    the train loop's fields; ``num_steps`` is set per stage from the epochs.
   eval        batch_size, scores.
 """
+import dataclasses
 import json
 import logging
 import math
 import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -91,7 +91,7 @@ def _positive_int(value, field, *, zero_ok=False):
 
 def validate_mlkd_config(config):
   """Checks names, sizes and layer indices before anything is built; errors name the field."""
-  sources = ("offline",) + text_lib.PAPER_DATASETS
+  sources = ("offline",) + text_lib.DATASETS
   if config.data.source not in sources:
     raise ValueError(f"data.source must be one of {list(sources)}, got {config.data.source!r}")
   if config.data.source != "offline" and not config.data.data_dir:
@@ -130,7 +130,7 @@ def _num_layers(config):
     with open(os.path.join(config.model.pretrained_dir, "config.json")) as f:
       return int(json.load(f)["n_layer"])
   abstract = nnx.eval_shape(lambda: _create(config, vocab_size=2))
-  return len(abstract.blocks)
+  return abstract.n_layer
 
 
 def _create(config, *, vocab_size, seed=0):
@@ -149,7 +149,7 @@ def load_splits(config):
   else:
     splits = text_lib.load_ood_dataset(c.source, c.data_dir, id_group=c.id_group or None, seed=config.seed)
   if c.max_train_examples:
-    splits = splits._replace(train=list(splits.train)[:c.max_train_examples])
+    splits = dataclasses.replace(splits, train=list(splits.train)[:c.max_train_examples])
   return splits
 
 
@@ -171,7 +171,9 @@ def load_or_train_tokenizer(config, splits, workdir):
 
 
 def encode(tokenizer, texts, config):
-  return text_lib.encode_batch(tokenizer, list(texts), max_length=config.data.max_length)
+  """Right-padded ids with pad = EOS and the mask on the text only, as the official Hugging Face
+  tokenization (GPT-2 adds no EOS); `kd.sequence_nll` then scores the first pad as the text's end."""
+  return text_lib.encode_batch(tokenizer, list(texts), max_length=config.data.max_length, append_eos=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,10 +264,10 @@ def train_teacher(config, workdir, tokenizer, splits):
   params = _train_stage(config, os.path.join(workdir, "teacher"), params, loss_fn, config.teacher.optim,
                         config.teacher.epochs, encode(tokenizer, splits.train, config), seed_offset=3,
                         desc="teacher fine-tuning")
-  return apply_fn, params["model"]
+  return apply_fn, params["model"], model.n_embd
 
 
-def train_student(config, workdir, method, tokenizer, splits, teacher_apply_fn, teacher_params):
+def train_student(config, workdir, method, tokenizer, splits, teacher_apply_fn, teacher_params, teacher_dim):
   """A random-init student of the same architecture trained on the ID text by `method`."""
   model = _create(config, vocab_size=tokenizer.get_vocab_size(), seed=config.seed + 10)
   apply_fn, params = gpt2.lm_apply(model)
@@ -273,9 +275,8 @@ def train_student(config, workdir, method, tokenizer, splits, teacher_apply_fn, 
   if method == "from_scratch":
     loss_fn = lm_loss_fn(apply_fn)
   else:
-    dim_s = model.n_embd
-    dim_t = _embedding_dim(teacher_params)
-    params["kd"] = kd.init_mlkd_params(jax.random.PRNGKey(config.seed + 11), teacher_dim=dim_t, student_dim=dim_s,
+    params["kd"] = kd.init_mlkd_params(jax.random.PRNGKey(config.seed + 11), teacher_dim=teacher_dim,
+                                       student_dim=model.n_embd,
                                        num_student_layers=len(config.kd.student_layers), top_k=config.kd.top_k)
     params["teacher"] = teacher_params
     loss_fn = mlkd_loss_fn(apply_fn, teacher_apply_fn, config, method)
@@ -283,10 +284,6 @@ def train_student(config, workdir, method, tokenizer, splits, teacher_apply_fn, 
                         config.student.epochs, encode(tokenizer, splits.train, config), seed_offset=20,
                         desc=f"student ({method})")
   return apply_fn, params["model"], params.get("kd")
-
-
-def _embedding_dim(params):
-  return int(params["wte"]["embedding"].shape[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,18 +336,18 @@ def evaluate(config, test_id, test_ood, apply_fn, params, *, name, **score_kwarg
   return rows
 
 
-def run(config, workdir):
+def train_and_evaluate(config, workdir):
   """Runs (resuming) every stage of the config and writes ``workdir/results.json``; returns its rows."""
   validate_mlkd_config(config)
   os.makedirs(workdir, exist_ok=True)
   splits = load_splits(config)
   tokenizer = load_or_train_tokenizer(config, splits, workdir)
   test_id, test_ood = encode(tokenizer, splits.test_id, config), encode(tokenizer, splits.test_ood, config)
-  teacher_apply, teacher_params = train_teacher(config, workdir, tokenizer, splits)
+  teacher_apply, teacher_params, teacher_dim = train_teacher(config, workdir, tokenizer, splits)
   rows = evaluate(config, test_id, test_ood, teacher_apply, teacher_params, name="teacher_finetuned")
   for method in config.methods:
     apply_fn, params, kd_params = train_student(config, workdir, method, tokenizer, splits, teacher_apply,
-                                                teacher_params)
+                                                teacher_params, teacher_dim)
     scores = list(config.eval.scores) if kd_params is not None else ["perplexity"]
     rows += evaluate(config, test_id, test_ood, apply_fn, params, name=method, scores=scores,
                      teacher=(teacher_apply, teacher_params), kd_params=kd_params)
