@@ -39,13 +39,13 @@ def get_config(options=""):
   config.seed = 0
   config.data.update(source="offline", in_distribution=next((o for o in ("dialogue", "newsgroups") if o in opts),
                                                              "news"),
-                     max_length=64, batch_size=16, bpe_vocab_size=4000)
-  config.model = d(name="gpt2_small", overrides=d(n_layer=4, n_embd=128, n_head=4, n_positions=64),
+                     max_length=48, batch_size=16, bpe_vocab_size=2000)
+  config.model = d(name="gpt2_small", overrides=d(n_layer=4, n_embd=64, n_head=4, n_positions=64),
                    pretrained_dir="")
   for optim in (config.teacher.optim, config.student.optim):
     optim.lr = 1e-3
-  config.teacher.pretrain_epochs, config.teacher.epochs = 10, 5
-  config.student.epochs = 10
+  config.teacher.pretrain_epochs, config.teacher.epochs = 5, 5
+  config.student.epochs = 5
   config.kd.student_layers, config.kd.teacher_layers = [1, 2, 3], [1, 2, 3, 4]
   config.methods = ["mlkd", "from_scratch", "prediction_only", "intermediate_only"]
   config.eval.scores = ["perplexity", "kd_loss"]

@@ -24,8 +24,10 @@ Config (``configs/mlkd/*.py``; defaults in `default_mlkd_config`):
 
   seed        data order, dropout and initialisation.
   data        source ("offline" or a paper dataset of `text.DATASETS`), data_dir, id_group,
-              in_distribution (offline), max_length, batch_size, tokenizer_dir, bpe_vocab_size,
-              max_train_examples (0 = all).
+              in_distribution and split_seed (offline: the ID/OOD split is fixed across training
+              seeds, as the paper's data sets; SST's OOD file follows ``seed`` as the official
+              scripts), max_length, batch_size, tokenizer_dir, bpe_vocab_size, max_train_examples
+              (0 = all).
   model       name and overrides of the registered GPT-2 (`dj.models.create`); pretrained_dir: a
               Hugging Face GPT-2 directory the teacher starts from.
   teacher     pretrain_epochs, epochs, optim.
@@ -48,7 +50,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import experiment, models, training
+from diffjax import experiment, models, training, utils
 from diffjax.configuration import d
 from diffjax.data import datasets as datasets_lib
 from diffjax.data import text as text_lib
@@ -68,7 +70,7 @@ def default_mlkd_config():
   """The official recipe (GPT-2 small, AdamW 5e-5 constant, batch 8, length 128, 5 epochs, K = 2)."""
   config = ml_collections.ConfigDict()
   config.seed = 171
-  config.data = d(source="clinc150", data_dir="", id_group="", in_distribution="news", max_length=128,
+  config.data = d(source="clinc150", data_dir="", id_group="", in_distribution="news", split_seed=0, max_length=128,
                   batch_size=8, tokenizer_dir="", bpe_vocab_size=8000, max_train_examples=0)
   config.model = d(name="gpt2", overrides=d(), pretrained_dir="")
   adamw = training.default_optim_config()
@@ -145,7 +147,7 @@ def load_splits(config):
   """The `text.OODTextSplits` of ``config.data`` (train truncated to ``max_train_examples``)."""
   c = config.data
   if c.source == "offline":
-    splits = text_lib.offline_benchmark(c.in_distribution, seed=config.seed)
+    splits = text_lib.offline_benchmark(c.in_distribution, seed=c.split_seed)
   else:
     splits = text_lib.load_ood_dataset(c.source, c.data_dir, id_group=c.id_group or None, seed=config.seed)
   if c.max_train_examples:
@@ -245,6 +247,32 @@ def mlkd_loss_fn(apply_fn, teacher_apply_fn, config, method):
   return loss_fn
 
 
+def pretrain_lm(config, workdir):
+  """A GPT-2 stand-in where none is installed: the tokenizer and an LM pretrained on the splits'
+  ``pretrain`` text for ``teacher.pretrain_epochs``, saved as a Hugging Face directory
+  ``workdir/pretrained`` (config.json, model.safetensors, tokenizer.json) that
+  ``model.pretrained_dir`` and ``data.tokenizer_dir`` can point to. Returns that path."""
+  validate_mlkd_config(config)
+  out = os.path.join(workdir, "pretrained")
+  if os.path.exists(os.path.join(out, "model.safetensors")):
+    return out
+  splits = load_splits(config)
+  if not splits.pretrain or not config.teacher.pretrain_epochs:
+    raise ValueError("pretrain_lm needs pretraining text (the splits' `pretrain`) and teacher.pretrain_epochs > 0")
+  tokenizer = load_or_train_tokenizer(config, splits, workdir)
+  model = _create(config, vocab_size=tokenizer.get_vocab_size(), seed=config.seed + 1)
+  apply_fn, params = gpt2.lm_apply(model)
+  params = _train_stage(config, os.path.join(workdir, "pretrain"), {"model": params}, lm_loss_fn(apply_fn),
+                        config.teacher.optim, config.teacher.pretrain_epochs,
+                        encode(tokenizer, splits.pretrain, config), seed_offset=2, desc="LM pretraining")
+  nnx.update(model, params["model"])
+  tmp = out + ".tmp"
+  gpt2.save_hf_gpt2(model, tmp)
+  tokenizer.save(os.path.join(tmp, "tokenizer.json"))
+  os.replace(tmp, out)
+  return out
+
+
 def train_teacher(config, workdir, tokenizer, splits):
   """M_finetune: GPT-2 from ``model.pretrained_dir`` (or pretrained here) fine-tuned on ID text."""
   vocab = tokenizer.get_vocab_size()
@@ -321,10 +349,15 @@ def score_texts(config, data, apply_fn, params, *, teacher=None, kd_params=None,
   return {s: np.concatenate([p[s] for p in pieces]).astype(np.float64) for s in scores}
 
 
-def evaluate(config, test_id, test_ood, apply_fn, params, *, name, **score_kwargs):
-  """Rows ``{model, score, auroc, aupr_out, aupr_in, far95, ...}`` for each score."""
+def evaluate(config, test_id, test_ood, apply_fn, params, *, name, workdir=None, **score_kwargs):
+  """Rows ``{model, score, auroc, aupr_out, aupr_in, far95, ...}`` for each score; with `workdir`
+  the per-example scores go to ``workdir/scores_<name>.npz`` (``id_<score>``, ``ood_<score>``)."""
   id_scores = score_texts(config, test_id, apply_fn, params, **score_kwargs)
   ood_scores = score_texts(config, test_ood, apply_fn, params, **score_kwargs)
+  if workdir is not None:
+    utils.save_npz_atomic(os.path.join(workdir, f"scores_{name}.npz"),
+                          **{f"id_{k}": v for k, v in id_scores.items()},
+                          **{f"ood_{k}": v for k, v in ood_scores.items()})
   rows = []
   for s in id_scores:
     row = {"model": name, "score": s, **ood.ood_metrics(id_scores[s], ood_scores[s])}
@@ -344,12 +377,13 @@ def train_and_evaluate(config, workdir):
   tokenizer = load_or_train_tokenizer(config, splits, workdir)
   test_id, test_ood = encode(tokenizer, splits.test_id, config), encode(tokenizer, splits.test_ood, config)
   teacher_apply, teacher_params, teacher_dim = train_teacher(config, workdir, tokenizer, splits)
-  rows = evaluate(config, test_id, test_ood, teacher_apply, teacher_params, name="teacher_finetuned")
+  rows = evaluate(config, test_id, test_ood, teacher_apply, teacher_params, name="teacher_finetuned",
+                  workdir=workdir)
   for method in config.methods:
     apply_fn, params, kd_params = train_student(config, workdir, method, tokenizer, splits, teacher_apply,
                                                 teacher_params, teacher_dim)
     scores = list(config.eval.scores) if kd_params is not None else ["perplexity"]
-    rows += evaluate(config, test_id, test_ood, apply_fn, params, name=method, scores=scores,
+    rows += evaluate(config, test_id, test_ood, apply_fn, params, name=method, scores=scores, workdir=workdir,
                      teacher=(teacher_apply, teacher_params), kd_params=kd_params)
   sizes = {"train": len(splits.train), "test_id": len(splits.test_id), "test_ood": len(splits.test_ood),
            "pretrain": len(splits.pretrain), "vocab_size": tokenizer.get_vocab_size()}
