@@ -254,6 +254,7 @@ def pretrain_lm(config, workdir):
   ``model.pretrained_dir`` and ``data.tokenizer_dir`` can point to. Returns that path."""
   validate_mlkd_config(config)
   out = os.path.join(workdir, "pretrained")
+  os.makedirs(workdir, exist_ok=True)
   if os.path.exists(os.path.join(out, "model.safetensors")):
     return out
   splits = load_splits(config)

@@ -10,6 +10,7 @@ from diffjax.models.dico import DICO_SIZES, DiCo
 from diffjax.models.dit import DIT_SIZES, DiT, dit_kwargs
 from diffjax.models.edm_unets import EDM_CIFAR10, DhariwalUNet, SongUNet
 from diffjax.models.edm_unets import register_models as _register_edm_models
+from diffjax.models.gpt2 import GPT2  # registers gpt2{,_medium,_large,_xl,_small,_tiny} (MLKD)
 from diffjax.models.mlp import MLP
 from diffjax.models.registry import (count_params, create, dropout_rate, list_models, register, split_apply,
                                      split_features, split_train_apply)
