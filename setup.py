@@ -19,7 +19,7 @@ CORE = [
 DATA = ["tensorflow-datasets>=4.9.7", "grain>=0.2.10"]
 # Text (MLKD): Hugging Face checkpoint formats, byte-level BPE, and the real text that ships in
 # registry packages (gensim's test corpora, chatterbot-corpus) for the offline OOD benchmark.
-TEXT = ["safetensors>=0.4", "tokenizers>=0.15", "gensim>=4.3", "chatterbot-corpus>=1.2", "pyyaml>=6"]
+TEXT = ["safetensors>=0.4", "tokenizers>=0.15", "gensim>=4.3", "chatterbot-corpus>=1.2", "pyyaml>=6", "pyarrow>=14"]
 DEV = ["pytest>=8", "pytest-xdist>=3.5", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"]
 
 setup(
