@@ -44,6 +44,20 @@ def d(**kwargs):
   return ml_collections.ConfigDict(initial_dictionary=kwargs)
 
 
+def parse_options(options, name, valid):
+  """The comma-separated options of a config file (e.g. 'cond,noaug') as a set.
+
+  Raises:
+    ValueError: an option not in `valid`, or a repeated one; names the config and the valid options.
+  """
+  parts = [p for p in options.split(",") if p]
+  bad = [p for p in parts if p not in valid]
+  if bad or len(set(parts)) != len(parts):
+    raise ValueError(f"unknown or repeated option(s) {bad or parts} for {name}; valid: any of {list(valid)}, "
+                     "comma-separated")
+  return set(parts)
+
+
 def get_default_config():
   """Defaults shared by every run config; per-paper configs override fields."""
   from diffjax import training

@@ -15,7 +15,7 @@ unchanged (Xu et al. 2023, sec. 5: "we borrow all the hyper-parameters from EDM"
 `tiny` keeps the recipe and shrinks it to a CPU test: 8x8 digits, the `*_tiny` networks, a few
 hundred steps, a short EMA half-life and warm-up.
 """
-from diffjax.configuration import d, get_default_config
+from diffjax.configuration import d, get_default_config, parse_options
 
 OPTIONS = ("cond", "noaug", "tiny")
 #: train.py's augment kwargs (`--augment=p` turns them on with probability p)
@@ -24,12 +24,7 @@ AUGMENT_OPTIONS = d(xflip=1e8, yflip=1, scale=1, rotate_frac=1, aniso=1, transla
 
 def parse(options, name, valid=OPTIONS):
   """Comma-separated options, e.g. 'cond,noaug'; errors name the config and the valid ones."""
-  parts = [p for p in options.split(",") if p]
-  bad = [p for p in parts if p not in valid]
-  if bad or len(set(parts)) != len(parts):
-    raise ValueError(f"unknown or repeated option(s) {bad or parts} for {name}; valid: any of {list(valid)}, "
-                     "comma-separated")
-  return set(parts)
+  return parse_options(options, name, valid)
 
 
 def edm_config(arch, *, cond=False, augment=0.12, tiny=False, data=None, resolution=32, num_classes=10,

@@ -13,7 +13,7 @@
 Options shared by all paper configs: `tiny` (a 2-layer GPT-2 and 2 epochs: a smoke test of the data
 path, not the recipe), and `seed=<int>` via --config.seed on the command line.
 """
-from diffjax.configuration import d
+from diffjax.configuration import d, parse_options
 from diffjax.mlkd import default_mlkd_config
 
 SEEDS = (171, 354, 550, 667, 985)
@@ -21,12 +21,7 @@ SEEDS = (171, 354, 550, 667, 985)
 
 def parse(options, name, valid=("tiny",)):
   """Comma-separated options; errors name the config and the valid ones."""
-  parts = [p for p in options.split(",") if p]
-  bad = [p for p in parts if p not in valid]
-  if bad or len(set(parts)) != len(parts):
-    raise ValueError(f"unknown or repeated option(s) {bad or parts} for {name}; valid: any of {list(valid)}, "
-                     "comma-separated")
-  return set(parts)
+  return parse_options(options, name, valid)
 
 
 def middle_layers(n_layer):

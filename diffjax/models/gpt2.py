@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffjax.models.registry import register
+from diffjax.models.registry import register, train_with_dropout_key
 
 _normal02 = nnx.initializers.normal(0.02)
 _zeros = nnx.initializers.zeros
@@ -191,10 +191,7 @@ def lm_apply(model):
   def apply_fn(params, input_ids, attention_mask=None, *, key=None, output_hidden_states=False):
     module = nnx.merge(graphdef, params, rest)
     if key is not None:
-      module.train()
-      dropouts = [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Dropout)]
-      for i, layer in enumerate(dropouts):
-        layer.rngs = nnx.RngStream(jax.random.fold_in(key, i), tag="dropout")
+      train_with_dropout_key(module, key)
     return module(input_ids, attention_mask, output_hidden_states=output_hidden_states)
 
   return apply_fn, params

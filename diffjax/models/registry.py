@@ -89,13 +89,20 @@ def split_train_apply(model):
 
   def apply_fn(params, x, t, cond=None, *, key, **model_kwargs):
     module = nnx.merge(graphdef, params, rest)
-    module.train()
-    dropouts = [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Dropout)]
-    for i, layer in enumerate(dropouts):
-      layer.rngs = nnx.RngStream(jax.random.fold_in(key, i), tag="dropout")
+    train_with_dropout_key(module, key)
     return module(x, t, cond, **model_kwargs)
 
   return apply_fn, params
+
+
+def train_with_dropout_key(module, key):
+  """Puts `module` in training mode with its dropout masks drawn from `key`: the i-th `nnx.Dropout`
+  gets a fresh stream seeded with `fold_in(key, i)`, so a pure function built around the module
+  gives the same masks for the same key."""
+  module.train()
+  dropouts = [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Dropout)]
+  for i, layer in enumerate(dropouts):
+    layer.rngs = nnx.RngStream(jax.random.fold_in(key, i), tag="dropout")
 
 
 def split_features(model):
