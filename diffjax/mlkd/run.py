@@ -326,13 +326,14 @@ def score_texts(config, data, apply_fn, params, *, teacher=None, kd_params=None,
   """
   k = config.kd
   need_kd = any(s in KD_SCORES for s in scores)
+  teacher_apply, teacher_params = teacher if teacher is not None else (None, None)
 
-  @jax.jit
-  def batch_scores(ids, mask):
+  @jax.jit  # parameters are arguments, not constants baked into the compiled scorer
+  def batch_scores(params, teacher_params, kd_params, ids, mask):
     if not need_kd:
       return {"perplexity": kd.sequence_nll(apply_fn(params, ids, mask), ids, mask)}
     s_logits, s_hidden = apply_fn(params, ids, mask, output_hidden_states=True)
-    t_logits, t_hidden = teacher[0](teacher[1], ids, mask, output_hidden_states=True)
+    t_logits, t_hidden = teacher_apply(teacher_params, ids, mask, output_hidden_states=True)
     out = kd.kd_scores(s_logits, s_hidden, t_logits, t_hidden, mask, kd_params, student_layers=tuple(k.student_layers),
                        teacher_layers=tuple(k.teacher_layers), temperature=k.temperature, top_k=k.top_k)
     out["perplexity"] = kd.sequence_nll(s_logits, ids, mask)
@@ -345,7 +346,7 @@ def score_texts(config, data, apply_fn, params, *, teacher=None, kd_params=None,
     pad = b - len(ids)  # one compiled shape: pad the last batch, drop its rows after
     if pad:
       ids, mask = np.pad(ids, ((0, pad), (0, 0))), np.pad(mask, ((0, pad), (0, 0)), constant_values=1)
-    out = jax.device_get(batch_scores(ids, mask))
+    out = jax.device_get(batch_scores(params, teacher_params, kd_params, ids, mask))
     pieces.append({s: np.asarray(out[s])[:b - pad] for s in scores})
   return {s: np.concatenate([p[s] for p in pieces]).astype(np.float64) for s in scores}
 
@@ -353,8 +354,11 @@ def score_texts(config, data, apply_fn, params, *, teacher=None, kd_params=None,
 def evaluate(config, test_id, test_ood, apply_fn, params, *, name, workdir=None, **score_kwargs):
   """Rows ``{model, score, auroc, aupr_out, aupr_in, far95, ...}`` for each score; with `workdir`
   the per-example scores go to ``workdir/scores_<name>.npz`` (``id_<score>``, ``ood_<score>``)."""
-  id_scores = score_texts(config, test_id, apply_fn, params, **score_kwargs)
-  ood_scores = score_texts(config, test_ood, apply_fn, params, **score_kwargs)
+  n_id = len(test_id["input_ids"])
+  both = score_texts(config, {k: np.concatenate([test_id[k], test_ood[k]]) for k in test_id}, apply_fn, params,
+                     **score_kwargs)  # one compiled scorer and one pass over ID then OOD
+  id_scores = {s: v[:n_id] for s, v in both.items()}
+  ood_scores = {s: v[n_id:] for s, v in both.items()}
   if workdir is not None:
     utils.save_npz_atomic(os.path.join(workdir, f"scores_{name}.npz"),
                           **{f"id_{k}": v for k, v in id_scores.items()},
